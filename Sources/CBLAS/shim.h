@@ -1,0 +1,6 @@
+// OpenBLAS's CBLAS interface plus LAPACKE (a separate library on Debian).
+#ifndef GRADMAP_CBLAS_SHIM_H
+#define GRADMAP_CBLAS_SHIM_H
+#include <cblas.h>
+#include <lapacke.h>
+#endif

@@ -1,0 +1,163 @@
+// config.json of a LLaMA-family checkpoint (llama, mistral, qwen2), read strictly: a missing or wrong field is
+// an error naming the file and the key. The raw object is kept so that unknown keys survive a round trip.
+import Foundation
+
+public struct RopeConfig: Sendable, Equatable {
+    public enum Kind: String, Sendable { case `default`, linear, llama3 }
+    public var kind: Kind = .default
+    public var theta: Double = 10000
+    public var factor: Double = 1
+    public var lowFreqFactor: Double = 1
+    public var highFreqFactor: Double = 4
+    public var originalMaxPositions: Double = 8192
+    /// Where the parameters were read from: legacy `rope_theta`/`rope_scaling` or transformers-5 `rope_parameters`.
+    public var fromRopeParameters = false
+
+    /// inv_freq[hd/2] with the configured scaling, rounded to Float as transformers computes it in float32.
+    public func inverseFrequencies(headDim hd: Int) -> [Double] {
+        var inv = (0..<(hd / 2)).map { i in Double(Float(1.0 / pow(theta, Double(2 * i) / Double(hd)))) }
+        switch kind {
+        case .default: break
+        case .linear: inv = inv.map { Double(Float($0 / factor)) }
+        case .llama3:
+            let lowWavelen = originalMaxPositions / lowFreqFactor
+            let highWavelen = originalMaxPositions / highFreqFactor
+            inv = inv.map { f in
+                let wavelen = 2 * Double.pi / f
+                if wavelen < highWavelen { return f }
+                if wavelen > lowWavelen { return Double(Float(f / factor)) }
+                let smooth = (originalMaxPositions / wavelen - lowFreqFactor) / (highFreqFactor - lowFreqFactor)
+                return Double(Float((1 - smooth) * f / factor + smooth * f))
+            }
+        }
+        return inv
+    }
+}
+
+public struct ModelConfig: Sendable {
+    public var modelType: String
+    public var vocabSize: Int
+    public var hidden: Int
+    public var intermediate: Int
+    public var layers: Int
+    public var heads: Int
+    public var kvHeads: Int
+    public var headDim: Int
+    public var rmsEps: Double
+    public var tieEmbeddings: Bool
+    /// q, k, v (and o when `attentionOutputBias`) carry biases.
+    public var qkvBias: Bool
+    public var attentionOutputBias: Bool
+    public var mlpBias: Bool
+    public var rope: RopeConfig
+    /// The parsed config.json, with every key as read.
+    public nonisolated(unsafe) var raw: [String: Any]
+
+    public static let supportedTypes = ["llama", "mistral", "qwen2"]
+
+    public var qDim: Int { heads * headDim }
+    public var kvDim: Int { kvHeads * headDim }
+
+    public init(
+        modelType: String, vocabSize: Int, hidden: Int, intermediate: Int, layers: Int, heads: Int,
+        kvHeads: Int, headDim: Int, rmsEps: Double, tieEmbeddings: Bool, qkvBias: Bool,
+        attentionOutputBias: Bool, mlpBias: Bool, rope: RopeConfig, raw: [String: Any] = [:]
+    ) {
+        self.modelType = modelType; self.vocabSize = vocabSize; self.hidden = hidden
+        self.intermediate = intermediate; self.layers = layers; self.heads = heads; self.kvHeads = kvHeads
+        self.headDim = headDim; self.rmsEps = rmsEps; self.tieEmbeddings = tieEmbeddings
+        self.qkvBias = qkvBias; self.attentionOutputBias = attentionOutputBias; self.mlpBias = mlpBias
+        self.rope = rope; self.raw = raw
+    }
+
+    public static func load(path: String) throws -> ModelConfig {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw bad("\(path): file not found (expected a Hugging Face config.json)")
+        }
+        guard let obj = try? JSONSerialization.jsonObject(with: data), let dict = obj as? [String: Any] else {
+            throw bad("\(path): not a JSON object")
+        }
+        return try parse(dict, source: path)
+    }
+
+    public static func parse(_ d: [String: Any], source: String) throws -> ModelConfig {
+        func number(_ key: String) throws -> Double? {
+            guard let v = d[key], !(v is NSNull) else { return nil }
+            guard let n = v as? NSNumber else {
+                throw bad("\(source): \(key) must be a number, got \(v)")
+            }
+            return n.doubleValue
+        }
+        func int(_ key: String, positive: Bool = true) throws -> Int? {
+            guard let x = try number(key) else { return nil }
+            guard x == x.rounded(), !positive || x > 0 else {
+                throw bad("\(source): \(key) must be a positive integer, got \(x)")
+            }
+            return Int(x)
+        }
+        func required(_ key: String) throws -> Int {
+            guard let v = try int(key) else { throw bad("\(source): missing \(key)") }
+            return v
+        }
+        func flag(_ key: String, _ def: Bool) throws -> Bool {
+            guard let v = d[key], !(v is NSNull) else { return def }
+            guard let b = v as? Bool else { throw bad("\(source): \(key) must be true or false, got \(v)") }
+            return b
+        }
+        guard let type = d["model_type"] as? String else { throw bad("\(source): missing model_type") }
+        guard supportedTypes.contains(type) else {
+            throw bad("\(source): model_type '\(type)' is not supported; expected one of \(supportedTypes.joined(separator: ", "))")
+        }
+        let hidden = try required("hidden_size")
+        let heads = try required("num_attention_heads")
+        let kvHeads = try int("num_key_value_heads") ?? heads
+        guard heads % kvHeads == 0 else {
+            throw bad("\(source): num_attention_heads \(heads) is not a multiple of num_key_value_heads \(kvHeads)")
+        }
+        let headDim = try int("head_dim") ?? hidden / heads
+        guard headDim % 2 == 0 else { throw bad("\(source): head_dim \(headDim) must be even for RoPE") }
+        let attentionBias = try flag("attention_bias", false)
+        let rope = try parseRope(d, source: source)
+        return ModelConfig(
+            modelType: type, vocabSize: try required("vocab_size"), hidden: hidden,
+            intermediate: try required("intermediate_size"), layers: try required("num_hidden_layers"),
+            heads: heads, kvHeads: kvHeads, headDim: headDim, rmsEps: try number("rms_norm_eps") ?? 1e-6,
+            tieEmbeddings: try flag("tie_word_embeddings", false),
+            qkvBias: type == "qwen2" || attentionBias, attentionOutputBias: type != "qwen2" && attentionBias,
+            mlpBias: try flag("mlp_bias", false), rope: rope, raw: d)
+    }
+
+    static func parseRope(_ d: [String: Any], source: String) throws -> RopeConfig {
+        var rope = RopeConfig()
+        var scaling: [String: Any]? = nil
+        if let params = d["rope_parameters"] as? [String: Any] {
+            rope.fromRopeParameters = true
+            scaling = params
+            if let theta = params["rope_theta"] as? NSNumber { rope.theta = theta.doubleValue }
+        } else {
+            if let theta = d["rope_theta"] as? NSNumber { rope.theta = theta.doubleValue }
+            scaling = d["rope_scaling"] as? [String: Any]
+        }
+        guard let s = scaling else { return rope }
+        let key = rope.fromRopeParameters ? "rope_parameters" : "rope_scaling"
+        let type = (s["rope_type"] as? String) ?? (s["type"] as? String) ?? "default"
+        guard let kind = RopeConfig.Kind(rawValue: type) else {
+            throw bad("\(source): \(key) rope_type '\(type)' is not supported; expected default, linear or llama3")
+        }
+        rope.kind = kind
+        func num(_ k: String) throws -> Double {
+            guard let n = s[k] as? NSNumber else { throw bad("\(source): \(key) of type \(type) needs \(k)") }
+            return n.doubleValue
+        }
+        switch kind {
+        case .default: break
+        case .linear: rope.factor = try num("factor")
+        case .llama3:
+            rope.factor = try num("factor")
+            rope.lowFreqFactor = try num("low_freq_factor")
+            rope.highFreqFactor = try num("high_freq_factor")
+            rope.originalMaxPositions = try num("original_max_position_embeddings")
+        }
+        return rope
+    }
+}

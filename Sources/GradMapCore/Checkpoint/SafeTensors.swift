@@ -1,0 +1,96 @@
+// safetensors: an 8-byte little-endian header length, a JSON header, then one data buffer. The reader
+// validates the whole layout up front (size limits, dtype × shape = byte length, tensors contiguous with no gap
+// or overlap, file size) so that later reads are plain pointer arithmetic.
+import Foundation
+
+public struct TensorInfo: Sendable, Equatable {
+    public let name: String
+    public let dtype: DType
+    public let shape: [Int]
+    /// Byte range relative to the start of the data buffer.
+    public let begin: Int
+    public let end: Int
+    public var count: Int { shape.reduce(1, *) }
+}
+
+public final class SafeTensorsFile: @unchecked Sendable {
+    public static let maxHeaderBytes = 100_000_000
+
+    public let path: String
+    public let tensors: [String: TensorInfo]
+    public let metadata: [String: String]
+    let file: MappedFile
+    let dataStart: Int
+
+    public init(path: String) throws {
+        file = try MappedFile(path: path)
+        self.path = path
+        guard file.size >= 8 else {
+            throw bad("\(path): truncated safetensors file: \(file.size) bytes, expected at least 8")
+        }
+        let n = Int(UInt64(littleEndian: file.bytes.loadUnaligned(as: UInt64.self)))
+        guard n <= SafeTensorsFile.maxHeaderBytes else {
+            throw bad("\(path): safetensors header length \(n) exceeds the limit of \(SafeTensorsFile.maxHeaderBytes) bytes")
+        }
+        guard 8 + n <= file.size else {
+            throw bad("\(path): truncated safetensors file: header needs \(8 + n) bytes, file has \(file.size)")
+        }
+        dataStart = 8 + n
+        let headerData = Data(bytes: file.bytes + 8, count: n)
+        guard let obj = try? JSONSerialization.jsonObject(with: headerData), let dict = obj as? [String: Any] else {
+            throw bad("\(path): safetensors header is not a JSON object")
+        }
+        var tensors: [String: TensorInfo] = [:]
+        var metadata: [String: String] = [:]
+        for (name, value) in dict {
+            if name == "__metadata__" {
+                if let m = value as? [String: Any] {
+                    for (k, v) in m { metadata[k] = "\(v)" }
+                }
+                continue
+            }
+            guard let entry = value as? [String: Any] else { throw bad("\(path): tensor \(name): entry is not an object") }
+            guard let dtypeName = entry["dtype"] as? String else { throw bad("\(path): tensor \(name): missing dtype") }
+            guard let dtype = DType(rawValue: dtypeName) else {
+                throw bad("\(path): tensor \(name): unknown dtype \(dtypeName)")
+            }
+            guard let shapeAny = entry["shape"] as? [Any],
+                let shape = Optional(shapeAny.compactMap { ($0 as? NSNumber)?.intValue }), shape.count == shapeAny.count,
+                shape.allSatisfy({ $0 >= 0 })
+            else { throw bad("\(path): tensor \(name): shape must be a list of non-negative integers") }
+            guard let offs = entry["data_offsets"] as? [Any], offs.count == 2,
+                let b = (offs[0] as? NSNumber)?.intValue, let e = (offs[1] as? NSNumber)?.intValue
+            else { throw bad("\(path): tensor \(name): data_offsets must be [begin, end]") }
+            guard b >= 0, e >= b else {
+                throw bad("\(path): tensor \(name): data_offsets [\(b), \(e)] are not an increasing range")
+            }
+            guard dataStart + e <= file.size else {
+                throw bad("\(path): tensor \(name): data_offsets [\(b), \(e)] out of range: data buffer has \(file.size - dataStart) bytes")
+            }
+            let info = TensorInfo(name: name, dtype: dtype, shape: shape, begin: b, end: e)
+            guard e - b == info.count * dtype.size else {
+                throw bad("\(path): tensor \(name): \(dtypeName) \(shape) needs \(info.count * dtype.size) bytes, data_offsets give \(e - b)")
+            }
+            tensors[name] = info
+        }
+        // Sorted by offset the tensors must tile the data buffer exactly.
+        var cursor = 0
+        for info in tensors.values.sorted(by: { ($0.begin, $0.end) < ($1.begin, $1.end) }) {
+            if info.begin > cursor {
+                throw bad("\(path): tensor \(info.name): gap in the data buffer: begins at \(info.begin), previous tensor ends at \(cursor)")
+            }
+            if info.begin < cursor {
+                throw bad("\(path): tensor \(info.name): overlaps the previous tensor: begins at \(info.begin), previous ends at \(cursor)")
+            }
+            cursor = info.end
+        }
+        guard dataStart + cursor == file.size else {
+            throw bad("\(path): file size \(file.size) does not match the header: expected \(dataStart + cursor) bytes")
+        }
+        self.tensors = tensors
+        self.metadata = metadata
+    }
+
+    /// Raw bytes of a tensor inside the mapping.
+    public func data(_ info: TensorInfo) -> UnsafeRawPointer { file.bytes + dataStart + info.begin }
+}

@@ -1,0 +1,253 @@
+// One pipeline stage of a LLaMA-family decoder: a contiguous block of layers, plus the embedding on the first
+// stage and final norm + lm_head + loss on the last. The single-process engine is one stage holding
+// everything; the MPI schedule drives several through the same entry points:
+//   embed → forwardLayers → head (loss, dL/dh) → backwardLayers → embedBackward.
+// Gradients accumulate into params.grads across micro-batches; zeroing them is the caller's step.
+
+public final class Stage<F: Real>: @unchecked Sendable {
+    public let config: ModelConfig
+    public let params: ParameterSet<F>
+    public let seqLen: Int
+    public let maxBatch: Int
+    public let policy: ActivationPolicy
+    /// Original indices of the layers that take part in the computation (pruned ones are left out).
+    public var activeLayers: [Int]
+
+    let rope: RopeTables<F>
+    /// inputs[slot][i] = h entering part.layers[i], [N, H]; outputs[slot] = h leaving the stage, [N, H].
+    let inputs: [[Buffer<F>]]
+    let outputs: [Buffer<F>]
+    /// internals[slot][i] (store) or a single shared set (recompute).
+    let internals: [[LayerInternals<F>]]
+    let back: BackwardScratch<F>?
+    let head: HeadScratch<F>?
+    /// The gradient flowing along the residual stream, [N, H]; dL/dh at the stage's input after backward.
+    public let dresidual: Buffer<F>
+    let attP: Buffer<F>  // [T, T]
+    let attD: Buffer<F>  // [T, T]
+
+    public init(
+        config: ModelConfig, params: ParameterSet<F>, seqLen t: Int, maxBatch b: Int,
+        slots: Int = 1, policy: ActivationPolicy = .store, training: Bool = true
+    ) {
+        self.config = config
+        self.params = params
+        seqLen = t
+        maxBatch = b
+        self.policy = training ? policy : .recompute
+        activeLayers = Array(params.part.layers)
+        rope = RopeTables(invFreq: config.rope.inverseFrequencies(headDim: config.headDim), seqLen: t)
+        let n = b * t
+        let count = params.part.layers.count
+        inputs = (0..<slots).map { _ in (0..<count).map { _ in Buffer(count: n * config.hidden) } }
+        outputs = (0..<slots).map { _ in Buffer(count: n * config.hidden) }
+        if training && policy == .store {
+            internals = (0..<slots).map { _ in (0..<count).map { _ in LayerInternals(config, b: b, t: t) } }
+        } else {
+            internals = [[LayerInternals(config, b: b, t: t)]]
+        }
+        back = training ? BackwardScratch(config, b: b, t: t) : nil
+        head = params.part.head ? HeadScratch(config, b: b, t: t) : nil
+        dresidual = Buffer(count: n * config.hidden)
+        attP = Buffer(count: t * t)
+        attD = Buffer(count: training ? t * t : 0)
+        if training { params.enableGradients() }
+    }
+
+    /// Floats of activation memory a stage of this shape allocates (for planning and reports).
+    public static func activationFloats(
+        _ c: ModelConfig, part: StagePart, seqLen t: Int, maxBatch b: Int, slots: Int,
+        policy: ActivationPolicy, training: Bool
+    ) -> Int {
+        let n = b * t
+        let layers = part.layers.count
+        var total = slots * (layers + 1) * n * c.hidden + n * c.hidden + 2 * t * t
+        let internalSets = (training && policy == .store) ? slots * layers : 1
+        total += internalSets * LayerInternals<F>.floats(c, b: b, t: t)
+        if training { total += BackwardScratch<F>.floats(c, b: b, t: t) }
+        if part.head { total += 3 * n * c.hidden + n + t * c.vocabSize }
+        return total
+    }
+
+    func localIndex(_ layer: Int) -> Int { layer - params.part.layers.lowerBound }
+
+    func internalsFor(slot: Int, layer: Int) -> LayerInternals<F> {
+        internals.count == 1 && internals[0].count == 1 ? internals[0][0] : internals[slot][localIndex(layer)]
+    }
+
+    /// Where the stage's input goes for a micro-batch: h_0 on the first stage, else what the previous sent.
+    public func inputBuffer(slot: Int) -> UnsafeMutablePointer<F> {
+        if let first = activeLayers.first { return inputs[slot][localIndex(first)].pointer }
+        return outputs[slot].pointer
+    }
+
+    public func outputBuffer(slot: Int) -> UnsafeMutablePointer<F> { outputs[slot].pointer }
+
+    // MARK: embedding
+
+    /// h_0[N, H] of the micro-batch into the slot's input buffer.
+    public func embed(ids: UnsafePointer<UInt32>, b: Int, slot: Int) {
+        let table = params.value("model.embed_tokens.weight")
+        embeddingForward(inputBuffer(slot: slot), ids, table, n: b * seqLen, h: config.hidden)
+    }
+
+    /// dE += scatter of dresidual (dL/dh_0).
+    public func embedBackward(ids: UnsafePointer<UInt32>, b: Int) {
+        embeddingBackward(params.grad("model.embed_tokens.weight"), dresidual.pointer, ids, n: b * seqLen, h: config.hidden)
+    }
+
+    // MARK: decoder layers
+
+    /// Runs the active layers on the slot's input; the result is in outputBuffer(slot).
+    public func forwardLayers(b: Int, slot: Int) {
+        let active = activeLayers
+        for (i, l) in active.enumerated() {
+            let out = i + 1 < active.count ? inputs[slot][localIndex(active[i + 1])].pointer : outputs[slot].pointer
+            layerForward(l, b: b, inp: inputs[slot][localIndex(l)].pointer, out: out, x: internalsFor(slot: slot, layer: l))
+        }
+    }
+
+    /// Backward through the active layers: dresidual holds dL/dh at the stage output on entry and dL/dh at
+    /// the stage input on return. `observe(layer, dOut, f)` sees, before each layer's backward, dL/dh_{l+1}
+    /// and the layer's residual contribution f_l = h_{l+1} - h_l ([N, H] each), for activation-gradient metrics.
+    public func backwardLayers(
+        b: Int, slot: Int,
+        observe: ((Int, UnsafePointer<F>, UnsafePointer<F>) -> Void)? = nil
+    ) {
+        let active = activeLayers
+        let n = b * seqLen
+        let h = config.hidden
+        for (i, l) in active.enumerated().reversed() {
+            let inp = inputs[slot][localIndex(l)].pointer
+            let out = i + 1 < active.count ? inputs[slot][localIndex(active[i + 1])].pointer : outputs[slot].pointer
+            let x = internalsFor(slot: slot, layer: l)
+            if policy == .recompute {
+                // Rebuild this layer's internals from its saved input; the output is not needed again.
+                layerForward(l, b: b, inp: inp, out: back!.dln.pointer, x: x)
+            }
+            if let observe {
+                // f = out - inp, built in the dln scratch (free until the MLP backward below).
+                let f = back!.dln.pointer
+                for j in 0..<(n * h) { f[j] = out[j] - inp[j] }
+                observe(l, dresidual.pointer, f)
+            }
+            layerBackward(l, b: b, inp: inp, x: x)
+        }
+    }
+
+    func layerForward(
+        _ l: Int, b: Int, inp: UnsafeMutablePointer<F>, out: UnsafeMutablePointer<F>, x: LayerInternals<F>
+    ) {
+        let c = config
+        let t = seqLen, n = b * t, h = c.hidden, i = c.intermediate, qd = c.qDim, kvd = c.kvDim
+        let w = params.layerView(l, base: params.values.pointer)
+        let eps = F(c.rmsEps)
+        rmsnormForward(x.ln1.pointer, x.rstd1.pointer, inp, w.ln1, n: n, c: h, eps: eps)
+        linearForward(x.q.pointer, x.ln1.pointer, w.wq, w.bq, n: n, inDim: h, outDim: qd)
+        linearForward(x.k.pointer, x.ln1.pointer, w.wk, w.bk, n: n, inDim: h, outDim: kvd)
+        linearForward(x.v.pointer, x.ln1.pointer, w.wv, w.bv, n: n, inDim: h, outDim: kvd)
+        ropeApply(x.q.pointer, rope, n: n, heads: c.heads, hd: c.headDim, inverse: false)
+        ropeApply(x.k.pointer, rope, n: n, heads: c.kvHeads, hd: c.headDim, inverse: false)
+        attentionForward(
+            out: x.att.pointer, lse: x.lse.pointer, q: x.q.pointer, k: x.k.pointer, v: x.v.pointer,
+            scratch: attP.pointer, b: b, t: t, nh: c.heads, nkv: c.kvHeads, hd: c.headDim)
+        let u = x.u.pointer
+        linearForward(u, x.att.pointer, w.wo, w.bo, n: n, inDim: qd, outDim: h)
+        for j in 0..<(n * h) { u[j] += inp[j] }
+        rmsnormForward(x.ln2.pointer, x.rstd2.pointer, u, w.ln2, n: n, c: h, eps: eps)
+        linearForward(x.gate.pointer, x.ln2.pointer, w.wg, w.bg, n: n, inDim: h, outDim: i)
+        linearForward(x.up.pointer, x.ln2.pointer, w.wu, w.bu, n: n, inDim: h, outDim: i)
+        swigluForward(x.act.pointer, x.gate.pointer, x.up.pointer, count: n * i)
+        linearForward(out, x.act.pointer, w.wd, w.bd, n: n, inDim: i, outDim: h)
+        for j in 0..<(n * h) { out[j] += u[j] }
+    }
+
+    /// dresidual: dL/dh_{l+1} on entry, dL/dh_l on return; weight gradients accumulate.
+    func layerBackward(_ l: Int, b: Int, inp: UnsafeMutablePointer<F>, x: LayerInternals<F>) {
+        let c = config
+        let t = seqLen, n = b * t, h = c.hidden, i = c.intermediate, qd = c.qDim, kvd = c.kvDim
+        let w = params.layerView(l, base: params.values.pointer)
+        let g = params.layerView(l, base: params.grads!.pointer)
+        let s = back!
+        let dres = dresidual.pointer
+        // MLP branch: h_{l+1} = u + down(act)
+        linearBackward(
+            dinp: s.dact.pointer, dweight: g.wd, dbias: g.bd, dout: dres, inp: x.act.pointer, weight: w.wd,
+            n: n, inDim: i, outDim: h, accumulateInput: false)
+        swigluBackward(
+            dgate: s.dgate.pointer, dup: s.dup.pointer, dact: s.dact.pointer, gate: x.gate.pointer,
+            up: x.up.pointer, count: n * i)
+        linearBackward(
+            dinp: s.dln.pointer, dweight: g.wg, dbias: g.bg, dout: s.dgate.pointer, inp: x.ln2.pointer,
+            weight: w.wg, n: n, inDim: h, outDim: i, accumulateInput: false)
+        linearBackward(
+            dinp: s.dln.pointer, dweight: g.wu, dbias: g.bu, dout: s.dup.pointer, inp: x.ln2.pointer,
+            weight: w.wu, n: n, inDim: h, outDim: i, accumulateInput: true)
+        rmsnormBackward(
+            dinp: dres, dweight: g.ln2, dout: s.dln.pointer, inp: x.u.pointer, weight: w.ln2,
+            rstd: x.rstd2.pointer, n: n, c: h)
+        // Attention branch: u = h_l + o(att)
+        linearBackward(
+            dinp: s.datt.pointer, dweight: g.wo, dbias: g.bo, dout: dres, inp: x.att.pointer, weight: w.wo,
+            n: n, inDim: qd, outDim: h, accumulateInput: false)
+        s.dk.zero()
+        s.dv.zero()
+        attentionBackward(
+            dq: s.dq.pointer, dk: s.dk.pointer, dv: s.dv.pointer, dout: s.datt.pointer, q: x.q.pointer,
+            k: x.k.pointer, v: x.v.pointer, out: x.att.pointer, lse: x.lse.pointer,
+            scratchP: attP.pointer, scratchD: attD.pointer, b: b, t: t, nh: c.heads, nkv: c.kvHeads, hd: c.headDim)
+        ropeApply(s.dq.pointer, rope, n: n, heads: c.heads, hd: c.headDim, inverse: true)
+        ropeApply(s.dk.pointer, rope, n: n, heads: c.kvHeads, hd: c.headDim, inverse: true)
+        linearBackward(
+            dinp: s.dln.pointer, dweight: g.wq, dbias: g.bq, dout: s.dq.pointer, inp: x.ln1.pointer, weight: w.wq,
+            n: n, inDim: h, outDim: qd, accumulateInput: false)
+        linearBackward(
+            dinp: s.dln.pointer, dweight: g.wk, dbias: g.bk, dout: s.dk.pointer, inp: x.ln1.pointer, weight: w.wk,
+            n: n, inDim: h, outDim: kvd, accumulateInput: true)
+        linearBackward(
+            dinp: s.dln.pointer, dweight: g.wv, dbias: g.bv, dout: s.dv.pointer, inp: x.ln1.pointer, weight: w.wv,
+            n: n, inDim: h, outDim: kvd, accumulateInput: true)
+        rmsnormBackward(
+            dinp: dres, dweight: g.ln1, dout: s.dln.pointer, inp: inp, weight: w.ln1, rstd: x.rstd1.pointer,
+            n: n, c: h)
+    }
+
+    // MARK: head
+
+    /// Final norm, logits and next-token NLL of the micro-batch whose last hidden state is in outputBuffer(slot).
+    /// Returns Σ NLL over the B·(T-1) predictions. With `gradScale`, also accumulates the head's gradients
+    /// for the loss gradScale·Σ NLL and leaves dL/dh_L in dresidual. `onLogits(window, logits[T, V])` sees
+    /// each window's logits before the loss is taken.
+    public func head(
+        ids: UnsafePointer<UInt32>, b: Int, slot: Int, gradScale: F?,
+        onLogits: ((Int, UnsafePointer<F>) -> Void)? = nil
+    ) -> Double {
+        let c = config
+        let t = seqLen, n = b * t, h = c.hidden, v = c.vocabSize
+        let hs = head!
+        let hL = outputs[slot].pointer
+        let normW = params.value("model.norm.weight")
+        let outW = c.tieEmbeddings ? params.value("model.embed_tokens.weight") : params.value("lm_head.weight")
+        rmsnormForward(hs.lnf.pointer, hs.rstdf.pointer, hL, normW, n: n, c: h, eps: F(c.rmsEps))
+        var nll = 0.0
+        for w in 0..<b {
+            let x = hs.lnf.pointer + w * t * h
+            let logits = hs.logits.pointer
+            F.gemm(false, true, t, v, h, 1, x, h, outW, h, 0, logits, v)
+            onLogits?(w, logits)
+            nll += crossEntropy(logits, ids: ids + w * t, t: t, v: v, gradScale: gradScale)
+            if gradScale != nil {
+                let gOut = c.tieEmbeddings ? params.grad("model.embed_tokens.weight") : params.grad("lm_head.weight")
+                F.gemm(false, false, t, h, v, 1, logits, v, outW, h, 0, hs.dlnf.pointer + w * t * h, h)
+                F.gemm(true, false, v, h, t, 1, logits, v, x, h, 1, gOut, h)
+            }
+        }
+        if gradScale != nil {
+            dresidual.zero()
+            rmsnormBackward(
+                dinp: dresidual.pointer, dweight: params.grad("model.norm.weight"), dout: hs.dlnf.pointer,
+                inp: hL, weight: normW, rstd: hs.rstdf.pointer, n: n, c: h)
+        }
+        return nll
+    }
+}

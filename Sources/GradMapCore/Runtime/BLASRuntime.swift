@@ -1,0 +1,76 @@
+// Putting OpenBLAS on the right kernel and thread count before any work. Debian's OpenBLAS 0.3.21 does not
+// recognise recent CPUs and falls back to a generic sgemm about 4x slower; OPENBLAS_CORETYPE fixes that but
+// is read only when the library loads, so the process re-executes itself with it set (before MPI_Init, so
+// mpirun never sees a second process: execv keeps the pid). Threads: cores / ranks on this node, unless told.
+import CBLAS
+import Foundation
+
+public enum BLASRuntime {
+    static let reexecMarker = "GRADMAP_REEXEC"
+
+    /// The OpenBLAS core type for this CPU, from /proc/cpuinfo flags; nil when OpenBLAS's own choice is fine.
+    public static func detectCoreType(cpuinfo: String) -> String? {
+        guard let line = cpuinfo.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) else { return nil }
+        let flags = Set(line.split(separator: " ").map(String.init))
+        if ["avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512cd"].allSatisfy(flags.contains) { return "SkylakeX" }
+        if ["avx2", "fma"].allSatisfy(flags.contains) { return "Haswell" }
+        return nil
+    }
+
+    /// Re-executes the process with OPENBLAS_CORETYPE set when it is unset and this CPU needs it.
+    /// Returns normally when no re-exec is needed (or possible).
+    public static func ensureCoreType() {
+        let env = ProcessInfo.processInfo.environment
+        guard env["OPENBLAS_CORETYPE"] == nil, env[reexecMarker] == nil else { return }
+        guard let info = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
+            let core = detectCoreType(cpuinfo: info)
+        else { return }
+        setenv("OPENBLAS_CORETYPE", core, 1)
+        setenv(reexecMarker, "1", 1)
+        fflush(nil)
+        execv("/proc/self/exe", CommandLine.unsafeArgv)
+        // exec failed: carry on with the generic kernel rather than fail.
+    }
+
+    /// Ranks of this job on this node, from the MPI launcher's environment (1 outside mpirun).
+    public static func localRanks() -> Int {
+        let env = ProcessInfo.processInfo.environment
+        for key in ["OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE"] {
+            if let v = env[key], let n = Int(v), n > 0 { return n }
+        }
+        return 1
+    }
+
+    /// CPUs this process may run on (its affinity mask).
+    public static func allowedCPUs() -> Int {
+        // /proc/self/status carries the mask as hex words ("Cpus_allowed:\t00000000,00000003").
+        if let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+            let line = status.split(separator: "\n").first(where: { $0.hasPrefix("Cpus_allowed:") })
+        {
+            let hex = line.dropFirst("Cpus_allowed:".count).filter { $0.isHexDigit }
+            let bits = hex.reduce(0) { $0 + (Int(String($1), radix: 16) ?? 0).nonzeroBitCount }
+            if bits > 0 { return bits }
+        }
+        return max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN)))
+    }
+
+    /// BLAS threads per rank: GRADMAP_BLAS_THREADS or OPENBLAS_NUM_THREADS when set, else
+    /// min(allowed CPUs, online cores / local ranks).
+    public static func defaultThreads() -> Int {
+        let env = ProcessInfo.processInfo.environment
+        for key in ["GRADMAP_BLAS_THREADS", "OPENBLAS_NUM_THREADS"] {
+            if let v = env[key], let n = Int(v), n > 0 { return n }
+        }
+        let online = max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN)))
+        return max(1, min(allowedCPUs(), online / localRanks()))
+    }
+
+    public private(set) nonisolated(unsafe) static var threads = 1
+
+    public static func configureThreads(_ n: Int? = nil) {
+        threads = n ?? defaultThreads()
+        openblas_set_num_threads(Int32(threads))
+    }
+
+    public static var coreName: String { String(cString: openblas_get_corename()) }
+}

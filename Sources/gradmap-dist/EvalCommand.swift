@@ -1,0 +1,34 @@
+// `gradmap-dist eval`: mean next-token loss and perplexity over token windows.
+import ArgumentParser
+import Foundation
+import GradMapCore
+
+struct EvalCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "eval", abstract: "Loss and perplexity of a model over windows of a token file.")
+
+    @OptionGroup var model: ModelOptions
+    @OptionGroup var windows: WindowOptions
+    @Flag(name: .long, help: "Print one JSON object on stdout.")
+    var json = false
+
+    func run() throws {
+        let ckpt = try model.checkpoint()
+        let (data, list) = try windows.load(vocabSize: ckpt.config.vocabSize)
+        let stage: Stage<Float> = try LocalEngine.load(
+            ckpt, seqLen: windows.seqLen, maxBatch: min(windows.microBatch, list.count), training: false)
+        let start = DispatchTime.now()
+        let r = LocalEngine.run(stage, data: data, windows: list, microBatch: windows.microBatch, backward: false)
+        let seconds = elapsed(since: start)
+        let ppl = exp(r.loss)
+        if json {
+            print(JSONValue.object([
+                ("windows", .int(r.windows)), ("tokens", .int(r.windows * r.seqLen)), ("loss", .double(r.loss)),
+                ("ppl", .double(ppl)), ("seconds", .double(seconds)),
+            ]).render())
+        } else {
+            print(String(format: "windows %d  tokens %d  loss %.6f  ppl %.4f  %.2f s (%.0f tokens/s)",
+                         r.windows, r.windows * r.seqLen, r.loss, ppl, seconds, Double(r.windows * r.seqLen) / seconds))
+        }
+    }
+}

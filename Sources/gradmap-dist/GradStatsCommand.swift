@@ -1,0 +1,42 @@
+// `gradmap-dist grad-stats`: one forward and backward of the mean loss; the L2 norm of every parameter
+// gradient, per layer.
+import ArgumentParser
+import Foundation
+import GradMapCore
+
+struct GradStatsCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "grad-stats", abstract: "Gradient norms of every layer's tensors for the mean loss.")
+
+    @OptionGroup var model: ModelOptions
+    @OptionGroup var windows: WindowOptions
+    @Flag(name: .long, help: "Print one JSON object on stdout.")
+    var json = false
+
+    func run() throws {
+        let ckpt = try model.checkpoint()
+        let (data, list) = try windows.load(vocabSize: ckpt.config.vocabSize)
+        let stage: Stage<Float> = try LocalEngine.load(
+            ckpt, seqLen: windows.seqLen, maxBatch: min(windows.microBatch, list.count), training: true)
+        let start = DispatchTime.now()
+        let r = LocalEngine.run(stage, data: data, windows: list, microBatch: windows.microBatch, backward: true)
+        let seconds = elapsed(since: start)
+        let norms = GradientStats.layerL2(stage.params)
+        if json {
+            let layers: [JSONValue] = norms.map { layer in
+                .object([
+                    ("index", .int(layer.index)),
+                    ("grad_l2", .object(layer.norms.map { ($0.0, JSONValue.double($0.1)) })),
+                ])
+            }
+            print(JSONValue.object([("loss", .double(r.loss)), ("seconds", .double(seconds)), ("layers", .array(layers))]).render())
+        } else {
+            print(String(format: "loss %.6f  forward+backward %.2f s (%.0f tokens/s)", r.loss, seconds,
+                         Double(r.windows * r.seqLen) / seconds))
+            for layer in norms {
+                let total = layer.norms.reduce(0.0) { $0 + $1.1 * $1.1 }.squareRoot()
+                print(String(format: "layer %3d  |grad|_2 %.6e", layer.index, total))
+            }
+        }
+    }
+}
