@@ -1,0 +1,120 @@
+// The built binary, run as users and external checks run it: JSON outputs, exit codes, one-line errors.
+import Foundation
+import XCTest
+
+@testable import GradMapCore
+
+final class CLITests: XCTestCase {
+    func json(_ s: String) throws -> [String: Any] {
+        let line = s.split(separator: "\n").last.map(String.init) ?? ""
+        return try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
+    }
+
+    func testEvalJSONMatchesReference() throws {
+        for name in ["llama_gqa", "llama_sharded_f16"] {
+            let ref = try Fixtures.reference(name)
+            let d = Fixtures.dir(name)
+            let r = try runProcess(binaryPath, ["eval", "--model", d, "--tokens", d + "/tokens.bin", "--seq-len", "\(ref.seqLen)", "--json"])
+            XCTAssertEqual(r.status, 0, r.stderr)
+            let o = try json(r.stdout)
+            XCTAssertEqual(Array(o.keys).sorted(), ["loss", "ppl", "seconds", "tokens", "windows"])
+            XCTAssertEqual(o["windows"] as? Int, ref.windows)
+            XCTAssertEqual(o["tokens"] as? Int, ref.windows * ref.seqLen)
+            let loss = (o["loss"] as! NSNumber).doubleValue
+            XCTAssertEqual(loss, ref.loss, accuracy: 1e-4)
+            XCTAssertEqual((o["ppl"] as! NSNumber).doubleValue, exp(loss), accuracy: 1e-9 * exp(loss))
+        }
+    }
+
+    func testEvalMaxWindowsAndTail() throws {
+        // 2 windows of 16 = 32 tokens; at T = 10 that is 3 windows and a dropped tail of 2.
+        let d = Fixtures.dir("llama_gqa")
+        let r = try runProcess(binaryPath, ["eval", "--model", d, "--tokens", d + "/tokens.bin", "--seq-len", "10", "--json"])
+        XCTAssertEqual(try json(r.stdout)["windows"] as? Int, 3)
+        let r2 = try runProcess(binaryPath, ["eval", "--model", d, "--tokens", d + "/tokens.bin", "--seq-len", "10", "--max-windows", "2", "--json"])
+        XCTAssertEqual(try json(r2.stdout)["windows"] as? Int, 2)
+        XCTAssertEqual(try json(r2.stdout)["tokens"] as? Int, 20)
+    }
+
+    func testGradStatsJSONMatchesReferenceNorms() throws {
+        let name = "qwen2_tied"
+        let ref = try Fixtures.reference(name)
+        let d = Fixtures.dir(name)
+        let r = try runProcess(binaryPath, ["grad-stats", "--model", d, "--tokens", d + "/tokens.bin", "--seq-len", "\(ref.seqLen)", "--json"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let o = try json(r.stdout)
+        XCTAssertEqual((o["loss"] as! NSNumber).doubleValue, ref.loss, accuracy: 1e-4)
+        XCTAssertNotNil(o["seconds"] as? NSNumber)
+        let layers = o["layers"] as! [[String: Any]]
+        XCTAssertEqual(layers.map { $0["index"] as! Int }, [0, 1, 2])
+        for layer in layers {
+            let index = layer["index"] as! Int
+            let norms = layer["grad_l2"] as! [String: NSNumber]
+            // One entry per parameter tensor of the layer, including Qwen2's q/k/v biases.
+            XCTAssertEqual(norms.count, 12)
+            for (local, value) in norms {
+                let g = ref.tensor("grad.model.layers.\(index).\(local)")
+                let expected = g.reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot()
+                XCTAssertEqual(value.doubleValue, expected, accuracy: 1e-3 * expected, "\(index).\(local)")
+            }
+        }
+    }
+
+    func testInspect() throws {
+        let r = try runProcess(binaryPath, ["inspect", "--model", Fixtures.dir("mistral_headdim"), "--json"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let o = try json(r.stdout.replacingOccurrences(of: "\n", with: " "))
+        XCTAssertEqual(o["model_type"] as? String, "mistral")
+        XCTAssertEqual(o["head_dim"] as? Int, 16)
+        // Counted from the file: every tensor's element count.
+        let ckpt = try Checkpoint(directory: Fixtures.dir("mistral_headdim"))
+        let total = try ckpt.weightMap.keys.reduce(0) { $0 + (try ckpt.info($1).1.count) }
+        XCTAssertEqual(o["parameters"] as? Int, total)
+        let text = try runProcess(binaryPath, ["inspect", "--model", Fixtures.dir("mistral_headdim")])
+        XCTAssertTrue(text.stdout.contains("per layer"))
+    }
+
+    func testBadInputExitsWithCodeTwoAndOneLine() throws {
+        let d = Fixtures.dir("llama_gqa")
+        let cases: [([String], String)] = [
+            (["eval", "--model", "/no/such/model", "--tokens", d + "/tokens.bin", "--seq-len", "8"], "/no/such/model"),
+            (["eval", "--model", d, "--tokens", d + "/config.json", "--seq-len", "8"], "config.json"),
+            (["eval", "--model", d, "--tokens", d + "/tokens.bin", "--seq-len", "100"], "--seq-len 100"),
+            (["eval", "--model", d, "--tokens", d + "/tokens.bin", "--seq-len", "1"], "--seq-len"),
+            (["eval", "--model", d, "--tokens", d + "/tokens.bin"], "--seq-len"),
+            (["eval", "--model", d, "--tokens", d + "/tokens.bin", "--seq-len", "8", "--bogus"], "--bogus"),
+        ]
+        for (args, mention) in cases {
+            let r = try runProcess(binaryPath, args)
+            XCTAssertEqual(r.status, 2, "\(args): \(r.stderr)")
+            let lines = r.stderr.split(separator: "\n")
+            XCTAssertEqual(lines.count, 1, "\(args): \(r.stderr)")
+            XCTAssertTrue(r.stderr.contains(mention), "\(args): '\(r.stderr)' lacks \(mention)")
+            XCTAssertEqual(r.stdout, "")
+        }
+    }
+
+    func testBLASCoreTypeIsChosenWhenUnset() throws {
+        let avx512 = "flags\t\t: fpu sse avx2 fma avx512f avx512bw avx512vl avx512dq avx512cd\n"
+        XCTAssertEqual(BLASRuntime.detectCoreType(cpuinfo: avx512), "SkylakeX")
+        XCTAssertEqual(BLASRuntime.detectCoreType(cpuinfo: "flags\t: fpu sse avx avx2 fma\n"), "Haswell")
+        XCTAssertNil(BLASRuntime.detectCoreType(cpuinfo: "flags\t: fpu sse sse2\n"))
+        // The binary started without OPENBLAS_CORETYPE ends up on the kernel chosen for this CPU.
+        let info = try String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)
+        guard let expected = BLASRuntime.detectCoreType(cpuinfo: info) else { return }
+        var env = ProcessInfo.processInfo.environment
+        env.removeValue(forKey: "OPENBLAS_CORETYPE")
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: binaryPath)
+        p.arguments = ["bench-gemm", "--shapes", "8x8x8", "--seconds", "0.01", "--json"]
+        p.environment = env.filter { $0.key != "GRADMAP_REEXEC" }
+        let out = Pipe()
+        p.standardOutput = out
+        try p.run()
+        p.waitUntilExit()
+        let o = try json(String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self))
+        let core = o["blas_core"] as! String
+        XCTAssertNotEqual(core.lowercased(), "prescott", "generic kernel chosen")
+        XCTAssertTrue(core.lowercased() == expected.lowercased() || expected == "SkylakeX", "core \(core), expected \(expected)")
+    }
+}

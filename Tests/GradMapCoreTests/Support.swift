@@ -1,0 +1,96 @@
+// Shared test helpers: fixture locations, reference tensors, tolerances, the built binary.
+import Foundation
+import XCTest
+
+@testable import GradMapCore
+
+enum Fixtures {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("Fixtures").path
+    static let names = [
+        "llama_gqa", "qwen2_tied", "mistral_headdim", "llama3_rope", "llama_linear_bias", "llama_bf16",
+        "llama_sharded_f16",
+    ]
+    static func dir(_ name: String) -> String { root + "/" + name }
+
+    struct Reference {
+        let windows: Int
+        let seqLen: Int
+        let loss: Double
+        let file: SafeTensorsFile
+
+        func tensor(_ name: String) -> [Float] {
+            let info = file.tensors[name]!
+            var out = [Float](repeating: 0, count: info.count)
+            out.withUnsafeMutableBufferPointer { widen(file.data(info), dtype: info.dtype, count: info.count, into: $0.baseAddress!) }
+            return out
+        }
+    }
+
+    static func reference(_ name: String) throws -> Reference {
+        let d = dir(name)
+        let json = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: d + "/reference.json"))) as! [String: Any]
+        return Reference(
+            windows: json["windows"] as! Int, seqLen: json["seq_len"] as! Int, loss: (json["loss"] as! NSNumber).doubleValue,
+            file: try SafeTensorsFile(path: d + "/reference.safetensors"))
+    }
+}
+
+/// max |a - b| / max |b| (0 when both are zero).
+func relativeError(_ a: UnsafeBufferPointer<Float>, _ b: [Float]) -> Double {
+    var diff = 0.0, scale = 0.0
+    for i in 0..<b.count {
+        diff = max(diff, abs(Double(a[i]) - Double(b[i])))
+        scale = max(scale, abs(Double(b[i])))
+    }
+    return scale == 0 ? diff : diff / scale
+}
+
+func maxAbsDiff(_ a: [Float], _ b: [Float]) -> Double {
+    zip(a, b).reduce(0.0) { max($0, abs(Double($1.0) - Double($1.1))) }
+}
+
+func temporaryDirectory(_ tag: String) -> String {
+    let path = NSTemporaryDirectory() + "gradmap-test-\(tag)-\(UUID().uuidString)"
+    try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    return path
+}
+
+/// The gradmap-dist binary built next to the test bundle.
+var binaryPath: String {
+    var url = Bundle.main.bundleURL
+    if url.pathExtension == "xctest" { url = url.deletingLastPathComponent() }
+    return url.appendingPathComponent("gradmap-dist").path
+}
+
+struct ProcessResult {
+    let status: Int32
+    let stdout: String
+    let stderr: String
+}
+
+/// Runs a command with OMPI_/PMIX_ variables stripped (a parent under mpirun must not leak them).
+func runProcess(_ path: String, _ args: [String], env extra: [String: String] = [:], timeout: Double = 120) throws -> ProcessResult {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: path)
+    p.arguments = args
+    var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("OMPI_") && !$0.key.hasPrefix("PMIX_") }
+    for (k, v) in extra { env[k] = v }
+    p.environment = env
+    let out = Pipe(), err = Pipe()
+    p.standardOutput = out
+    p.standardError = err
+    try p.run()
+    // Read both pipes concurrently so a chatty child never blocks.
+    nonisolated(unsafe) var outData = Data(), errData = Data()
+    let group = DispatchGroup()
+    DispatchQueue.global().async(group: group) { outData = out.fileHandleForReading.readDataToEndOfFile() }
+    DispatchQueue.global().async(group: group) { errData = err.fileHandleForReading.readDataToEndOfFile() }
+    if group.wait(timeout: .now() + timeout) == .timedOut {
+        p.terminate()
+        throw GradMapError.runtime("\(path) \(args.joined(separator: " ")): timed out after \(timeout) s")
+    }
+    p.waitUntilExit()
+    return ProcessResult(status: p.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
+                         stderr: String(decoding: errData, as: UTF8.self))
+}
