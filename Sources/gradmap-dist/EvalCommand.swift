@@ -13,13 +13,14 @@ struct EvalCommand: ParsableCommand {
     var json = false
 
     func run() throws {
+        let world = try Communicator.world()
         let ckpt = try model.checkpoint()
-        let (data, list) = try windows.load(vocabSize: ckpt.config.vocabSize)
-        let stage: Stage<Float> = try LocalEngine.load(
-            ckpt, seqLen: windows.seqLen, maxBatch: min(windows.microBatch, list.count), training: false)
+        let (pipeline, data, list) = try windows.pipeline(world, ckpt, training: false)
+        try world.barrier()
         let start = DispatchTime.now()
-        let r = LocalEngine.run(stage, data: data, windows: list, microBatch: windows.microBatch, backward: false)
+        let r = try pipeline.run(data: data, windows: list, microBatch: windows.microBatch, backward: false)
         let seconds = elapsed(since: start)
+        guard world.rank == 0 else { return }
         let ppl = exp(r.loss)
         if json {
             print(JSONValue.object([

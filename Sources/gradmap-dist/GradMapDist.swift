@@ -17,6 +17,7 @@ struct GradMapDist: ParsableCommand {
         do {
             var command = try parseAsRoot()
             try command.run()
+            Communicator.finalize()
         } catch let error as GradMapError {
             fail(error.description, code: error.exitCode)
         } catch {
@@ -25,14 +26,21 @@ struct GradMapDist: ParsableCommand {
                 print(fullMessage(for: error))
                 Foundation.exit(0)
             }
+            // Argument errors are the same on every rank: only the first prints.
             let message = self.message(for: error).split(separator: "\n").first.map(String.init) ?? "\(error)"
-            fail(message, code: 2)
+            if (ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_RANK"] ?? "0") == "0" {
+                FileHandle.standardError.write(Data("gradmap-dist: \(message)\n".utf8))
+            }
+            Foundation.exit(2)
         }
     }
 
+    /// One line on stderr, then the whole job ends: under MPI this rank aborts every other rank, so none is
+    /// left waiting on a message that will never come.
     static func fail(_ message: String, code: Int32) -> Never {
-        FileHandle.standardError.write(Data("gradmap-dist: \(message)\n".utf8))
-        Foundation.exit(code)
+        let prefix = Communicator.mpiStarted ? "rank \(Communicator.worldRank)" : "gradmap-dist"
+        FileHandle.standardError.write(Data("\(prefix): \(message)\n".utf8))
+        Communicator.abort(code: code)
     }
 }
 
@@ -58,15 +66,28 @@ struct WindowOptions: ParsableArguments {
     @Option(name: .long, help: "Windows per micro-batch.")
     var microBatch: Int = 1
 
+    @Option(name: .long, help: "Pipeline stages S (ranks = S × replicas); default min(ranks, layers).")
+    var stages: Int?
+
     func validate() throws {
         guard seqLen >= 2 else { throw ValidationError("--seq-len: must be at least 2, got \(seqLen)") }
         guard microBatch >= 1 else { throw ValidationError("--micro-batch: must be at least 1, got \(microBatch)") }
         if let m = maxWindows, m < 1 { throw ValidationError("--max-windows: must be at least 1, got \(m)") }
+        if let s = stages, s < 1 { throw ValidationError("--stages: must be at least 1, got \(s)") }
     }
 
     func load(vocabSize: Int) throws -> (TokenWindows, [Int]) {
         let data = try TokenWindows(path: tokens, seqLen: seqLen, vocabSize: vocabSize)
         return (data, try data.firstWindows(maxWindows))
+    }
+
+    /// This rank's pipeline over the checkpoint, and the windows.
+    func pipeline(_ world: Communicator, _ ckpt: Checkpoint, training: Bool) throws -> (Pipeline<Float>, TokenWindows, [Int]) {
+        let (data, list) = try load(vocabSize: ckpt.config.vocabSize)
+        let p: Pipeline<Float> = try Pipeline.load(
+            world: world, checkpoint: ckpt, stages: stages, seqLen: seqLen,
+            microBatch: min(microBatch, list.count), training: training)
+        return (p, data, list)
     }
 }
 

@@ -14,14 +14,15 @@ struct GradStatsCommand: ParsableCommand {
     var json = false
 
     func run() throws {
+        let world = try Communicator.world()
         let ckpt = try model.checkpoint()
-        let (data, list) = try windows.load(vocabSize: ckpt.config.vocabSize)
-        let stage: Stage<Float> = try LocalEngine.load(
-            ckpt, seqLen: windows.seqLen, maxBatch: min(windows.microBatch, list.count), training: true)
+        let (pipeline, data, list) = try windows.pipeline(world, ckpt, training: true)
+        try world.barrier()
         let start = DispatchTime.now()
-        let r = LocalEngine.run(stage, data: data, windows: list, microBatch: windows.microBatch, backward: true)
+        let r = try pipeline.run(data: data, windows: list, microBatch: windows.microBatch, backward: true)
         let seconds = elapsed(since: start)
-        let norms = GradientStats.layerL2(stage.params)
+        let norms = try GradientStats.gatherLayerL2(pipeline)
+        guard world.rank == 0 else { return }
         if json {
             let layers: [JSONValue] = norms.map { layer in
                 .object([

@@ -28,31 +28,17 @@ public enum LocalEngine {
     }
 
     /// Mean loss over the windows; with `backward`, params.grads receives ∂loss/∂θ (zeroed first).
-    public static func run<F: Real>(
+    /// The single-process case of the distributed schedule: one stage, one replica, no messages.
+    public static func run<F: Real & MPIScalar>(
         _ stage: Stage<F>, data: TokenWindows, windows: [Int], microBatch: Int, backward: Bool,
         onLogits: ((Int, UnsafePointer<F>) -> Void)? = nil
     ) -> LossResult {
-        let t = stage.seqLen
-        let ids = Buffer<UInt32>(count: microBatch * t, zero: 0)
-        let scale = F(1.0 / Double(windows.count * (t - 1)))
-        if backward { stage.params.grads!.zero() }
-        var nll = 0.0
-        var start = 0
-        while start < windows.count {
-            let b = min(microBatch, windows.count - start)
-            data.gather(windows[start..<(start + b)], into: ids.pointer)
-            stage.embed(ids: ids.pointer, b: b, slot: 0)
-            stage.forwardLayers(b: b, slot: 0)
-            let base = start
-            nll += stage.head(
-                ids: ids.pointer, b: b, slot: 0, gradScale: backward ? scale : nil,
-                onLogits: onLogits.map { f in { w, p in f(base + w, p) } })
-            if backward {
-                stage.backwardLayers(b: b, slot: 0)
-                stage.embedBackward(ids: ids.pointer, b: b)
-            }
-            start += b
+        do {
+            let placement = try Placement(config: stage.config, ranks: 1, stages: 1)
+            let pipeline = try Pipeline(world: .solo, placement: placement, stage: stage)
+            return try pipeline.run(data: data, windows: windows, microBatch: microBatch, backward: backward, onLogits: onLogits)
+        } catch {
+            preconditionFailure("a single-process run cannot fail after loading: \(error)")
         }
-        return LossResult(windows: windows.count, seqLen: t, nll: nll)
     }
 }

@@ -1,0 +1,217 @@
+// A thin Swift layer over Open MPI: every call's return code is checked in one place and turned into a thrown
+// error carrying MPI_Error_string. Outside an MPI launcher no MPI is initialised and the communicator is a
+// world of size 1 whose collectives are identities, so single-process runs need no mpirun.
+import CMPI
+import Foundation
+
+public protocol MPIScalar { static var mpiType: MPI_Datatype { get } }
+extension Float: MPIScalar { public static var mpiType: MPI_Datatype { gm_float() } }
+extension Double: MPIScalar { public static var mpiType: MPI_Datatype { gm_double() } }
+extension UInt8: MPIScalar { public static var mpiType: MPI_Datatype { gm_byte() } }
+extension Int64: MPIScalar { public static var mpiType: MPI_Datatype { gm_int64() } }
+
+public final class Communicator: @unchecked Sendable {
+    /// nil for the solo world (no MPI).
+    let comm: MPI_Comm?
+    public let rank: Int
+    public let size: Int
+
+    /// Largest element count passed to one MPI call (counts are C ints); longer buffers go in pieces.
+    public nonisolated(unsafe) static var maxChunk = Int(Int32.max)
+
+    public static let solo = Communicator(comm: nil, rank: 0, size: 1)
+
+    init(comm: MPI_Comm?, rank: Int, size: Int) {
+        self.comm = comm
+        self.rank = rank
+        self.size = size
+    }
+
+    public nonisolated(unsafe) private(set) static var mpiStarted = false
+    /// This process's rank in the world (0 outside MPI), for error messages.
+    public nonisolated(unsafe) private(set) static var worldRank = 0
+
+    /// True when this process was started by an MPI launcher (mpirun, srun with PMIx, ...).
+    public static var launchedByMPI: Bool {
+        let env = ProcessInfo.processInfo.environment
+        return ["OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE"].contains { env[$0] != nil }
+    }
+
+    /// The world: MPI_COMM_WORLD under a launcher (MPI initialised here, errors returned, not fatal), else solo.
+    public static func world() throws -> Communicator {
+        guard launchedByMPI else { return solo }
+        if !mpiStarted {
+            try check(MPI_Init(nil, nil), "MPI_Init")
+            mpiStarted = true
+            try check(MPI_Comm_set_errhandler(gm_comm_world(), gm_errors_return()), "MPI_Comm_set_errhandler")
+        }
+        var r: Int32 = 0, s: Int32 = 0
+        try check(MPI_Comm_rank(gm_comm_world(), &r), "MPI_Comm_rank")
+        try check(MPI_Comm_size(gm_comm_world(), &s), "MPI_Comm_size")
+        worldRank = Int(r)
+        // Tests lower the chunk size to exercise the splitting of long buffers.
+        if let v = ProcessInfo.processInfo.environment["GRADMAP_MPI_MAX_CHUNK"], let n = Int(v), n > 0 { maxChunk = n }
+        return Communicator(comm: gm_comm_world(), rank: Int(r), size: Int(s))
+    }
+
+    public static func finalize() {
+        if mpiStarted { MPI_Finalize(); mpiStarted = false }
+    }
+
+    /// Ends the whole job from any rank (used on errors, so no rank is left waiting).
+    public static func abort(code: Int32) -> Never {
+        if mpiStarted { MPI_Abort(gm_comm_world(), code) }
+        exit(code)
+    }
+
+    static func check(_ code: Int32, _ what: String) throws {
+        guard code != gm_success() else { return }
+        var buf = [CChar](repeating: 0, count: Int(gm_max_error_string()) + 1)
+        var len: Int32 = 0
+        MPI_Error_string(code, &buf, &len)
+        let message = String(decoding: buf.prefix(Int(len)).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        throw GradMapError.runtime("\(what) failed: \(message) (code \(code))")
+    }
+
+    /// Splits into sub-communicators: ranks with equal color share one, ordered by key.
+    public func split(color: Int, key: Int) throws -> Communicator {
+        guard let comm else { return .solo }
+        var out: MPI_Comm? = nil
+        try Communicator.check(MPI_Comm_split(comm, Int32(color), Int32(key), &out), "MPI_Comm_split")
+        var r: Int32 = 0, s: Int32 = 0
+        try Communicator.check(MPI_Comm_rank(out, &r), "MPI_Comm_rank")
+        try Communicator.check(MPI_Comm_size(out, &s), "MPI_Comm_size")
+        try Communicator.check(MPI_Comm_set_errhandler(out, gm_errors_return()), "MPI_Comm_set_errhandler")
+        return Communicator(comm: out, rank: Int(r), size: Int(s))
+    }
+
+    /// Calls body(offset, count) over pieces of at most maxChunk elements.
+    func chunked(_ count: Int, _ body: (Int, Int32) throws -> Void) rethrows {
+        var start = 0
+        repeat {
+            let n = min(Communicator.maxChunk, count - start)
+            try body(start, Int32(n))
+            start += n
+        } while start < count
+    }
+
+    // MARK: point to point
+
+    public func send<T: MPIScalar>(_ buf: UnsafePointer<T>, count: Int, to dest: Int, tag: Int) throws {
+        guard let comm else { throw GradMapError.runtime("send on a world of size 1") }
+        try chunked(count) { off, n in
+            try Communicator.check(MPI_Send(buf + off, n, T.mpiType, Int32(dest), Int32(tag), comm), "MPI_Send to rank \(dest)")
+        }
+    }
+
+    public func recv<T: MPIScalar>(_ buf: UnsafeMutablePointer<T>, count: Int, from src: Int, tag: Int) throws {
+        guard let comm else { throw GradMapError.runtime("recv on a world of size 1") }
+        try chunked(count) { off, n in
+            try Communicator.check(
+                MPI_Recv(buf + off, n, T.mpiType, Int32(src), Int32(tag), comm, gm_status_ignore()), "MPI_Recv from rank \(src)")
+        }
+    }
+
+    /// Pending non-blocking operations; `wait` completes all of them.
+    public final class Request: @unchecked Sendable {
+        var handles: [MPI_Request?] = []
+        let what: String
+        init(_ what: String) { self.what = what }
+
+        public func wait() throws {
+            for i in handles.indices where handles[i] != nil {
+                try Communicator.check(MPI_Wait(&handles[i], gm_status_ignore()), "MPI_Wait (\(what))")
+            }
+            handles.removeAll()
+        }
+    }
+
+    public func isend<T: MPIScalar>(_ buf: UnsafePointer<T>, count: Int, to dest: Int, tag: Int) throws -> Request {
+        guard let comm else { throw GradMapError.runtime("isend on a world of size 1") }
+        let req = Request("send to rank \(dest)")
+        try chunked(count) { off, n in
+            var h: MPI_Request? = nil
+            try Communicator.check(MPI_Isend(buf + off, n, T.mpiType, Int32(dest), Int32(tag), comm, &h), "MPI_Isend to rank \(dest)")
+            req.handles.append(h)
+        }
+        return req
+    }
+
+    public func irecv<T: MPIScalar>(_ buf: UnsafeMutablePointer<T>, count: Int, from src: Int, tag: Int) throws -> Request {
+        guard let comm else { throw GradMapError.runtime("irecv on a world of size 1") }
+        let req = Request("receive from rank \(src)")
+        try chunked(count) { off, n in
+            var h: MPI_Request? = nil
+            try Communicator.check(MPI_Irecv(buf + off, n, T.mpiType, Int32(src), Int32(tag), comm, &h), "MPI_Irecv from rank \(src)")
+            req.handles.append(h)
+        }
+        return req
+    }
+
+    // MARK: collectives
+
+    /// In-place sum over all ranks.
+    public func allReduceSum<T: MPIScalar>(_ buf: UnsafeMutablePointer<T>, count: Int) throws {
+        guard let comm, size > 1 else { return }
+        try chunked(count) { off, n in
+            try Communicator.check(MPI_Allreduce(gm_in_place(), buf + off, n, T.mpiType, gm_op_sum(), comm), "MPI_Allreduce")
+        }
+    }
+
+    public func allReduceSum(_ values: [Double]) throws -> [Double] {
+        var v = values
+        try v.withUnsafeMutableBufferPointer { try allReduceSum($0.baseAddress!, count: $0.count) }
+        return v
+    }
+
+    /// In-place sum onto `root` (other ranks' buffers are left as they were).
+    public func reduceSum<T: MPIScalar>(_ buf: UnsafeMutablePointer<T>, count: Int, root: Int) throws {
+        guard let comm, size > 1 else { return }
+        try chunked(count) { off, n in
+            let code = rank == root
+                ? MPI_Reduce(gm_in_place(), buf + off, n, T.mpiType, gm_op_sum(), Int32(root), comm)
+                : MPI_Reduce(buf + off, nil, n, T.mpiType, gm_op_sum(), Int32(root), comm)
+            try Communicator.check(code, "MPI_Reduce")
+        }
+    }
+
+    public func broadcast<T: MPIScalar>(_ buf: UnsafeMutablePointer<T>, count: Int, root: Int) throws {
+        guard let comm, size > 1 else { return }
+        try chunked(count) { off, n in
+            try Communicator.check(MPI_Bcast(buf + off, n, T.mpiType, Int32(root), comm), "MPI_Bcast")
+        }
+    }
+
+    /// Every rank's `values` (same count on all ranks), concatenated in rank order, on every rank.
+    public func allGather(_ values: [Double]) throws -> [Double] {
+        guard let comm, size > 1 else { return values }
+        var out = [Double](repeating: 0, count: values.count * size)
+        try values.withUnsafeBufferPointer { src in
+            try out.withUnsafeMutableBufferPointer { dst in
+                try Communicator.check(
+                    MPI_Allgather(src.baseAddress, Int32(values.count), gm_double(), dst.baseAddress,
+                                  Int32(values.count), gm_double(), comm), "MPI_Allgather")
+            }
+        }
+        return out
+    }
+
+    /// Every rank's `values` on `root` (others get []), concatenated in rank order.
+    public func gather(_ values: [Double], root: Int) throws -> [Double] {
+        guard let comm, size > 1 else { return values }
+        var out = [Double](repeating: 0, count: rank == root ? values.count * size : 1)
+        try values.withUnsafeBufferPointer { src in
+            try out.withUnsafeMutableBufferPointer { dst in
+                try Communicator.check(
+                    MPI_Gather(src.baseAddress, Int32(values.count), gm_double(), dst.baseAddress,
+                               Int32(values.count), gm_double(), Int32(root), comm), "MPI_Gather")
+            }
+        }
+        return rank == root ? out : []
+    }
+
+    public func barrier() throws {
+        guard let comm, size > 1 else { return }
+        try Communicator.check(MPI_Barrier(comm), "MPI_Barrier")
+    }
+}

@@ -1,0 +1,183 @@
+// The distributed schedule. Each replica's windows are cut into micro-batches of B windows; each stage runs
+// one-forward-one-backward (PipeDream-flush 1F1B): stage s first runs S-s-1 forwards, then alternates one
+// forward and one backward, then drains the backwards — so at most S micro-batches of activations are alive
+// on a stage. Activations [B, T, H] go forward and dL/dh goes back with non-blocking sends (a send buffer is
+// only reused after its send completed) and blocking receives. Then the loss is summed over the world and
+// the gradients over replicas; every sum has a fixed order, so results do not depend on timing.
+import Foundation
+
+public struct PipelineTimings: Sendable {
+    /// Wall time of the schedule on this rank.
+    public var total = 0.0
+    /// Time blocked waiting for a neighbour (receives and send completions): the pipeline bubble.
+    public var waiting = 0.0
+    /// Time in the gradient all-reduce across replicas.
+    public var reducing = 0.0
+    public var bytesSent = 0
+    public var microBatches = 0
+}
+
+public final class Pipeline<F: Real & MPIScalar>: @unchecked Sendable {
+    public let world: Communicator
+    /// The ranks of this replica's pipeline, ordered by stage.
+    public let pipe: Communicator
+    /// The ranks holding the same stage in every replica, ordered by replica.
+    public let peers: Communicator
+    public let placement: Placement
+    public let me: RankPlacement
+    public let stage: Stage<F>
+    public private(set) var timings = PipelineTimings()
+
+    public init(world: Communicator, placement: Placement, stage: Stage<F>) throws {
+        self.world = world
+        self.placement = placement
+        me = placement.placement(rank: world.rank)
+        self.stage = stage
+        if world.size == 1 {
+            pipe = .solo
+            peers = .solo
+        } else {
+            pipe = try world.split(color: me.replica, key: me.stage)
+            peers = try world.split(color: me.stage, key: me.replica)
+        }
+    }
+
+    /// Loads this rank's share of the checkpoint (its tensors only) and builds its stage.
+    public static func load(
+        world: Communicator, checkpoint ckpt: Checkpoint, stages: Int?, seqLen: Int, microBatch: Int,
+        training: Bool, policy: ActivationPolicy = .store
+    ) throws -> Pipeline<F> {
+        let c = ckpt.config
+        let placement = try Placement(config: c, ranks: world.size, stages: stages)
+        let unexpected = ckpt.unexpectedTensors(expected: ParamLayout.allNames(c))
+        if let first = unexpected.first {
+            throw bad("\(ckpt.directory): unexpected tensor \(first) (\(unexpected.count) not used by a \(c.modelType) model of this config)")
+        }
+        let me = placement.placement(rank: world.rank)
+        let params = ParameterSet<F>(config: c, part: me.part)
+        try params.load(from: ckpt)
+        let stage = Stage(
+            config: c, params: params, seqLen: seqLen, maxBatch: microBatch,
+            slots: training ? placement.stages : 1, policy: policy, training: training)
+        return try Pipeline(world: world, placement: placement, stage: stage)
+    }
+
+    /// This replica's windows: a contiguous, balanced share of the list.
+    public func share(_ windows: [Int]) -> ArraySlice<Int> {
+        let r = placement.replicas, w = windows.count
+        return windows[(me.replica * w / r)..<((me.replica + 1) * w / r)]
+    }
+
+    /// Mean loss over all windows (on every rank). With `backward`, params.grads holds ∂loss/∂θ of this
+    /// stage, summed over replicas. `observe` is passed to each layer's backward (activation metrics).
+    public func run(
+        data: TokenWindows, windows: [Int], microBatch: Int, backward: Bool,
+        observe: ((Int, UnsafePointer<F>, UnsafePointer<F>) -> Void)? = nil,
+        onLogits: ((Int, UnsafePointer<F>) -> Void)? = nil
+    ) throws -> LossResult {
+        let start = DispatchTime.now().uptimeNanoseconds
+        timings = PipelineTimings()
+        let t = stage.seqLen, h = stage.config.hidden
+        let s = me.stage, stages = placement.stages
+        let mine = share(windows)
+        let m = (mine.count + microBatch - 1) / microBatch
+        timings.microBatches = m
+        let slots = stage.inputs.count
+        let ids = (0..<slots).map { _ in Buffer<UInt32>(count: microBatch * t, zero: 0) }
+        var forwardSends = [Communicator.Request?](repeating: nil, count: slots)
+        var backwardSend: Communicator.Request? = nil
+        let scale = F(1.0 / Double(windows.count * (t - 1)))
+        if backward { stage.params.grads!.zero() }
+        var nll = 0.0
+
+        func batch(_ i: Int) -> (ArraySlice<Int>, Int) {
+            let lo = mine.startIndex + i * microBatch
+            let hi = min(lo + microBatch, mine.endIndex)
+            return (mine[lo..<hi], hi - lo)
+        }
+        func timedWait(_ body: () throws -> Void) rethrows {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            try body()
+            timings.waiting += Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+        }
+        func forward(_ i: Int) throws {
+            let slot = i % slots
+            let (list, b) = batch(i)
+            data.gather(list, into: ids[slot].pointer)
+            if let pending = forwardSends[slot] { try timedWait { try pending.wait() } }
+            if s == 0 {
+                stage.embed(ids: ids[slot].pointer, b: b, slot: slot)
+            } else {
+                try timedWait { try pipe.recv(stage.inputBuffer(slot: slot), count: b * t * h, from: s - 1, tag: 2 * i) }
+            }
+            stage.forwardLayers(b: b, slot: slot)
+            if s == stages - 1 {
+                let base = list.startIndex
+                if backward, let pending = backwardSend { try timedWait { try pending.wait() }; backwardSend = nil }
+                nll += stage.head(
+                    ids: ids[slot].pointer, b: b, slot: slot, gradScale: backward ? scale : nil,
+                    onLogits: onLogits.map { f in { w, p in f(mine[base + w], p) } })
+            } else {
+                forwardSends[slot] = try pipe.isend(stage.outputBuffer(slot: slot), count: b * t * h, to: s + 1, tag: 2 * i)
+                timings.bytesSent += b * t * h * MemoryLayout<F>.size
+            }
+        }
+        func backwardStep(_ i: Int) throws {
+            let slot = i % slots
+            let (_, b) = batch(i)
+            if s < stages - 1 {
+                if let pending = backwardSend { try timedWait { try pending.wait() }; backwardSend = nil }
+                try timedWait { try pipe.recv(stage.dresidual.pointer, count: b * t * h, from: s + 1, tag: 2 * i + 1) }
+            }
+            stage.backwardLayers(b: b, slot: slot, observe: observe)
+            if s == 0 {
+                stage.embedBackward(ids: ids[slot].pointer, b: b)
+            } else {
+                backwardSend = try pipe.isend(stage.dresidual.pointer, count: b * t * h, to: s - 1, tag: 2 * i + 1)
+                timings.bytesSent += b * t * h * MemoryLayout<F>.size
+            }
+        }
+
+        if backward {
+            let warmup = min(stages - s - 1, m)
+            for i in 0..<warmup { try forward(i) }
+            for i in warmup..<m {
+                try forward(i)
+                try backwardStep(i - warmup)
+            }
+            for i in max(m - warmup, 0)..<m { try backwardStep(i) }
+        } else {
+            for i in 0..<m { try forward(i) }
+        }
+        for r in forwardSends { try r.map { req in try timedWait { try req.wait() } } }
+        if let r = backwardSend { try timedWait { try r.wait() } }
+        timings.total = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+
+        if backward {
+            let r0 = DispatchTime.now().uptimeNanoseconds
+            try reduceGradients()
+            timings.reducing = Double(DispatchTime.now().uptimeNanoseconds - r0) / 1e9
+        }
+        // Only last stages hold NLL; the world sum is the same on every rank.
+        let total = try world.allReduceSum([nll])[0]
+        return LossResult(windows: windows.count, seqLen: t, nll: total)
+    }
+
+    /// Sums gradients over replicas; with tied embeddings split across stages, the first and last stage
+    /// each hold part of the embedding's gradient and exchange them so both hold the sum.
+    func reduceGradients() throws {
+        let grads = stage.params.grads!
+        try peers.allReduceSum(grads.pointer, count: grads.count)
+        let c = stage.config
+        guard c.tieEmbeddings, placement.stages > 1, me.stage == 0 || me.stage == placement.stages - 1 else { return }
+        let g = stage.params.grad("model.embed_tokens.weight")
+        let n = c.vocabSize * c.hidden
+        let other = Buffer<F>(count: n)
+        let peer = me.stage == 0 ? placement.stages - 1 : 0
+        let req = try pipe.isend(g, count: n, to: peer, tag: 1 << 28)
+        try pipe.recv(other.pointer, count: n, from: peer, tag: 1 << 28)
+        try req.wait()
+        // Add in a fixed order (first stage's part + last stage's part) so both ranks hold identical sums.
+        if me.stage == 0 { for i in 0..<n { g[i] = g[i] + other[i] } } else { for i in 0..<n { g[i] = other[i] + g[i] } }
+    }
+}

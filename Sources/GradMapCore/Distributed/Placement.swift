@@ -1,0 +1,89 @@
+// Where each rank's share of the model and data lies. N = S × R ranks: S pipeline stages of contiguous layer
+// blocks (the first also holds the embedding, the last the final norm and lm_head — and a copy of the
+// embedding when it is tied) times R data-parallel replicas. Rank = replica · S + stage, so one pipeline's
+// ranks are neighbours (the same node under a by-slot mapping). Layers are split to minimise the largest
+// stage's parameter bytes, embedding and head counted.
+
+public struct RankPlacement: Sendable, Equatable {
+    public let rank: Int
+    public let stage: Int
+    public let replica: Int
+    public let part: StagePart
+}
+
+public struct Placement: Sendable {
+    public let ranks: Int
+    public let stages: Int
+    public let replicas: Int
+    /// Layer ranges per stage.
+    public let layerRanges: [Range<Int>]
+    public let config: ModelConfig
+
+    public init(config c: ModelConfig, ranks: Int, stages requested: Int?) throws {
+        guard ranks >= 1 else { throw bad("--ranks: must be at least 1, got \(ranks)") }
+        let s = requested ?? min(ranks, c.layers)
+        guard s >= 1 else { throw bad("--stages: must be at least 1, got \(s)") }
+        guard s <= c.layers else {
+            throw bad("--stages \(s): more stages than the model's \(c.layers) layers")
+        }
+        guard ranks % s == 0 else {
+            throw bad("--stages \(s): the number of ranks \(ranks) must be a multiple of the stages (ranks = stages × replicas)")
+        }
+        config = c
+        self.ranks = ranks
+        stages = s
+        replicas = ranks / s
+        layerRanges = Placement.balance(config: c, stages: s)
+    }
+
+    public func placement(rank: Int) -> RankPlacement {
+        let stage = rank % stages
+        return RankPlacement(
+            rank: rank, stage: stage, replica: rank / stages,
+            part: StagePart(layers: layerRanges[stage], embedding: stage == 0, head: stage == stages - 1))
+    }
+
+    /// Parameter elements of a part.
+    public static func elements(_ c: ModelConfig, _ part: StagePart) -> Int {
+        ParamLayout.specs(c, part: part).reduce(0) { $0 + $1.count }
+    }
+
+    /// Contiguous split of the layers into `stages` non-empty blocks minimising the largest block's
+    /// parameter count, the embedding counted on the first and the head on the last (exact, by DP).
+    static func balance(config c: ModelConfig, stages s: Int) -> [Range<Int>] {
+        let l = c.layers
+        let layer = ParamLayout.layerTensors(c).reduce(0) { $0 + $1.1.reduce(1, *) }
+        let embed = c.vocabSize * c.hidden
+        let headCost = c.hidden + c.vocabSize * c.hidden  // norm + lm_head or the tied copy
+        func cost(_ a: Int, _ b: Int, first: Bool, last: Bool) -> Int {
+            (b - a) * layer + (first ? embed : 0) + (last ? headCost : 0)
+        }
+        // best[k][j]: minimal max cost splitting layers 0..<j into k stages; cut[k][j]: start of the k-th block.
+        let inf = Int.max
+        var best = [[Int]](repeating: [Int](repeating: inf, count: l + 1), count: s + 1)
+        var cut = [[Int]](repeating: [Int](repeating: 0, count: l + 1), count: s + 1)
+        best[0][0] = 0
+        for k in 1...s {
+            for j in k...l {
+                for i in (k - 1)..<j where best[k - 1][i] != inf {
+                    let c0 = cost(i, j, first: k == 1, last: k == s && j == l)
+                    let v = max(best[k - 1][i], c0)
+                    // Ties: prefer the later cut, so earlier stages (which also hold more in-flight
+                    // activations under 1F1B) get fewer layers.
+                    if v < best[k][j] || (v == best[k][j] && i > cut[k][j]) {
+                        best[k][j] = v
+                        cut[k][j] = i
+                    }
+                }
+            }
+        }
+        var ranges: [Range<Int>] = []
+        var j = l
+        for k in stride(from: s, through: 1, by: -1) {
+            let i = cut[k][j]
+            ranges.append(i..<j)
+            j = i
+        }
+        return ranges.reversed()
+    }
+}

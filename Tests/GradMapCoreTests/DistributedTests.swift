@@ -1,0 +1,147 @@
+// Real multi-process jobs: `mpirun -np N gradmap-dist ...` for N = 1..4 and every S × R split, against the
+// single-process engine in this process; and a failing rank that must bring the whole job down.
+//
+// Tolerance 1e-5 relative: the splits change only the order of float32 sums (gemm rows per micro-batch,
+// replica partial sums added by MPI), which moves results by ~1e-7 relative; a lost micro-batch, a wrong
+// window share or a missing stage changes them by far more than 1e-3.
+import Foundation
+import XCTest
+
+@testable import GradMapCore
+
+final class DistributedTests: XCTestCase {
+    static let mpirun: String = {
+        for dir in ["/usr/bin", "/usr/local/bin"] where FileManager.default.isExecutableFile(atPath: dir + "/mpirun") {
+            return dir + "/mpirun"
+        }
+        return "/usr/bin/mpirun"
+    }()
+
+    /// 8 windows of 16 random tokens, so that every replica count up to 4 gets a share.
+    static let tokens: String = {
+        let path = temporaryDirectory("mpi") + "/tokens.bin"
+        var rng = SeededRandom(state: 42)
+        var d = Data()
+        for _ in 0..<(8 * 16) {
+            let id = UInt32((rng.next() + 1) / 2 * 95.99)
+            withUnsafeBytes(of: id.littleEndian) { d.append(contentsOf: $0) }
+        }
+        FileManager.default.createFile(atPath: path, contents: d)
+        return path
+    }()
+
+    func mpi(_ np: Int, _ args: [String], env: [String: String] = [:], timeout: Double = 120) throws -> ProcessResult {
+        XCTAssertTrue(FileManager.default.isExecutableFile(atPath: Self.mpirun), "mpirun not installed (apt package openmpi-bin)")
+        let flags = ["--allow-run-as-root", "--oversubscribe", "--mca", "mpi_yield_when_idle", "1", "--bind-to", "none", "-np", "\(np)"]
+        return try runProcess(Self.mpirun, flags + [binaryPath] + args, env: env.merging(["GRADMAP_BLAS_THREADS": "1"]) { a, _ in a }, timeout: timeout)
+    }
+
+    func lastJSON(_ r: ProcessResult) throws -> [String: Any] {
+        let line = r.stdout.split(separator: "\n").last.map(String.init) ?? ""
+        guard let o = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else {
+            throw GradMapError.runtime("no JSON in: \(r.stdout) \(r.stderr)")
+        }
+        return o
+    }
+
+    /// Loss and per-layer gradient norms of the single-process engine.
+    func reference(_ name: String) throws -> (Double, [LayerGradNorms]) {
+        let ckpt = try Checkpoint(directory: Fixtures.dir(name))
+        let data = try TokenWindows(path: Self.tokens, seqLen: 16, vocabSize: ckpt.config.vocabSize)
+        let stage: Stage<Float> = try LocalEngine.load(ckpt, seqLen: 16, maxBatch: 1, training: true)
+        let r = LocalEngine.run(stage, data: data, windows: Array(0..<data.windowCount), microBatch: 1, backward: true)
+        return (r.loss, GradientStats.layerL2(stage.params))
+    }
+
+    func testEverySplitMatchesSingleProcess() throws {
+        for name in ["llama_sharded_f16", "qwen2_tied"] {
+            let (refLoss, refNorms) = try reference(name)
+            let d = Fixtures.dir(name)
+            let base = ["--model", d, "--tokens", Self.tokens, "--seq-len", "16", "--json"]
+            for (np, stages) in [(1, 1), (2, 1), (2, 2), (3, 1), (3, 3), (4, 1), (4, 2)] {
+                for microBatch in [1, 3] {
+                    let label = "\(name) np=\(np) S=\(stages) B=\(microBatch)"
+                    let r = try mpi(np, ["grad-stats"] + base + ["--stages", "\(stages)", "--micro-batch", "\(microBatch)"])
+                    XCTAssertEqual(r.status, 0, "\(label): \(r.stderr)")
+                    // Output is printed once, by rank 0.
+                    XCTAssertEqual(r.stdout.split(separator: "\n").count, 1, "\(label): \(r.stdout)")
+                    let o = try lastJSON(r)
+                    let loss = (o["loss"] as! NSNumber).doubleValue
+                    XCTAssertEqual(loss, refLoss, accuracy: 1e-5 * refLoss, label)
+                    let layers = o["layers"] as! [[String: Any]]
+                    XCTAssertEqual(layers.count, refNorms.count, label)
+                    for (layer, ref) in zip(layers, refNorms) {
+                        let norms = layer["grad_l2"] as! [String: NSNumber]
+                        for (tensor, value) in ref.norms {
+                            XCTAssertEqual(norms[tensor]!.doubleValue, value, accuracy: 1e-5 * value, "\(label) layer \(ref.index) \(tensor)")
+                        }
+                    }
+                    let e = try mpi(np, ["eval"] + base + ["--stages", "\(stages)", "--micro-batch", "\(microBatch)"])
+                    XCTAssertEqual(e.status, 0, "\(label) eval: \(e.stderr)")
+                    XCTAssertEqual((try lastJSON(e)["loss"] as! NSNumber).doubleValue, refLoss, accuracy: 1e-5 * refLoss, "\(label) eval")
+                }
+            }
+        }
+    }
+
+    func testLongBuffersAreSentInPieces() throws {
+        // With at most 100 elements per MPI call every activation, gradient and reduction is split.
+        let name = "qwen2_tied"
+        let (refLoss, refNorms) = try reference(name)
+        let r = try mpi(4, ["grad-stats", "--model", Fixtures.dir(name), "--tokens", Self.tokens, "--seq-len", "16", "--json", "--stages", "2"],
+                        env: ["GRADMAP_MPI_MAX_CHUNK": "100"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let o = try lastJSON(r)
+        XCTAssertEqual((o["loss"] as! NSNumber).doubleValue, refLoss, accuracy: 1e-5 * refLoss)
+        let first = (o["layers"] as! [[String: Any]])[0]["grad_l2"] as! [String: NSNumber]
+        XCTAssertEqual(first["self_attn.q_proj.weight"]!.doubleValue, refNorms[0].norms[1].1, accuracy: 1e-5 * refNorms[0].norms[1].1)
+    }
+
+    func testAFailingRankEndsTheJobWithItsMessage() throws {
+        // Corrupt the last shard: with 2 stages only rank 1 (layer 2, final norm, lm_head) reads it.
+        let dir = temporaryDirectory("corrupt")
+        for f in try FileManager.default.contentsOfDirectory(atPath: Fixtures.dir("llama_sharded_f16")) {
+            try FileManager.default.copyItem(atPath: Fixtures.dir("llama_sharded_f16") + "/" + f, toPath: dir + "/" + f)
+        }
+        let shard = dir + "/model-00004-of-00004.safetensors"
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: shard))
+        try bytes.prefix(bytes.count / 2).write(to: URL(fileURLWithPath: shard))
+        let placement = try Placement(config: try ModelConfig.load(path: dir + "/config.json"), ranks: 2, stages: nil)
+        XCTAssertEqual(placement.layerRanges, [0..<2, 2..<3], "the test assumes rank 0 never reads the last shard")
+        let start = Date()
+        let r = try mpi(2, ["grad-stats", "--model", dir, "--tokens", Self.tokens, "--seq-len", "16", "--json"], timeout: 60)
+        let seconds = Date().timeIntervalSince(start)
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertLessThan(seconds, 30, "the job must end within seconds, not hang")
+        XCTAssertTrue(r.stderr.contains("rank 1: \(shard)"), r.stderr)
+        XCTAssertEqual(r.stdout, "")
+    }
+
+    func testPlacementBalancesParameterBytes() throws {
+        let c = try ModelConfig.load(path: Fixtures.dir("llama_sharded_f16") + "/config.json")
+        XCTAssertEqual(try Placement(config: c, ranks: 3, stages: nil).layerRanges, [0..<1, 1..<2, 2..<3])
+        XCTAssertEqual(try Placement(config: c, ranks: 4, stages: 1).replicas, 4)
+        // A model whose embedding is as large as several layers: the first and last stages get fewer layers.
+        var big = c
+        big.layers = 12
+        big.vocabSize = 2000
+        let p = try Placement(config: big, ranks: 4, stages: 4)
+        let sizes = p.layerRanges.map(\.count)
+        XCTAssertEqual(sizes.reduce(0, +), 12)
+        XCTAssertLessThan(sizes[0], sizes[1])
+        XCTAssertLessThan(sizes[3], sizes[2])
+        let costs = (0..<4).map { Placement.elements(big, p.placement(rank: $0).part) }
+        // No contiguous split does better than the largest stage found (checked by brute force).
+        var bestMax = Int.max
+        for a in 1..<10 { for b in (a + 1)..<11 { for d in (b + 1)..<12 {
+            let cuts = [0..<a, a..<b, b..<d, d..<12]
+            let m = cuts.enumerated().map { i, r in
+                Placement.elements(big, StagePart(layers: r, embedding: i == 0, head: i == 3))
+            }.max()!
+            bestMax = min(bestMax, m)
+        } } }
+        XCTAssertEqual(costs.max(), bestMax)
+        XCTAssertThrowsError(try Placement(config: c, ranks: 4, stages: 3))
+        XCTAssertThrowsError(try Placement(config: c, ranks: 8, stages: 8))
+    }
+}
