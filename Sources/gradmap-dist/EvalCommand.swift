@@ -11,6 +11,8 @@ struct EvalCommand: ParsableCommand {
     @OptionGroup var windows: WindowOptions
     @Flag(name: .long, help: "Print one JSON object on stdout.")
     var json = false
+    @Flag(name: .long, help: "Add per-rank timings, bytes sent and peak memory (\"ranks\") to the JSON.")
+    var rankStats = false
 
     func run() throws {
         let world = try Communicator.world()
@@ -20,13 +22,16 @@ struct EvalCommand: ParsableCommand {
         let start = DispatchTime.now()
         let r = try pipeline.run(data: data, windows: list, microBatch: windows.microBatch, backward: false)
         let seconds = elapsed(since: start)
+        let ranks = rankStats ? try pipeline.gatherRankStats() : []
         guard world.rank == 0 else { return }
         let ppl = exp(r.loss)
         if json {
-            print(JSONValue.object([
+            var fields: [(String, JSONValue)] = [
                 ("windows", .int(r.windows)), ("tokens", .int(r.windows * r.seqLen)), ("loss", .double(r.loss)),
                 ("ppl", .double(ppl)), ("seconds", .double(seconds)),
-            ]).render())
+            ]
+            if rankStats { fields.append(("ranks", .array(ranks))) }
+            print(JSONValue.object(fields).render())
         } else {
             print(String(format: "windows %d  tokens %d  loss %.6f  ppl %.4f  %.2f s (%.0f tokens/s)",
                          r.windows, r.windows * r.seqLen, r.loss, ppl, seconds, Double(r.windows * r.seqLen) / seconds))

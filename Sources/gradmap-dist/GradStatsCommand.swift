@@ -12,6 +12,8 @@ struct GradStatsCommand: ParsableCommand {
     @OptionGroup var windows: WindowOptions
     @Flag(name: .long, help: "Print one JSON object on stdout.")
     var json = false
+    @Flag(name: .long, help: "Add per-rank timings, bytes sent and peak memory (\"ranks\") to the JSON.")
+    var rankStats = false
 
     func run() throws {
         let world = try Communicator.world()
@@ -22,6 +24,7 @@ struct GradStatsCommand: ParsableCommand {
         let r = try pipeline.run(data: data, windows: list, microBatch: windows.microBatch, backward: true)
         let seconds = elapsed(since: start)
         let norms = try GradientStats.gatherLayerL2(pipeline)
+        let ranks = rankStats ? try pipeline.gatherRankStats() : []
         guard world.rank == 0 else { return }
         if json {
             let layers: [JSONValue] = norms.map { layer in
@@ -30,7 +33,9 @@ struct GradStatsCommand: ParsableCommand {
                     ("grad_l2", .object(layer.norms.map { ($0.0, JSONValue.double($0.1)) })),
                 ])
             }
-            print(JSONValue.object([("loss", .double(r.loss)), ("seconds", .double(seconds)), ("layers", .array(layers))]).render())
+            var fields: [(String, JSONValue)] = [("loss", .double(r.loss)), ("seconds", .double(seconds)), ("layers", .array(layers))]
+            if rankStats { fields.append(("ranks", .array(ranks))) }
+            print(JSONValue.object(fields).render())
         } else {
             print(String(format: "loss %.6f  forward+backward %.2f s (%.0f tokens/s)", r.loss, seconds,
                          Double(r.windows * r.seqLen) / seconds))

@@ -1,19 +1,84 @@
-// `gradmap-dist inspect`: what a checkpoint holds.
+// `gradmap-dist inspect`: what a checkpoint holds and, with --ranks, how a job would lay it out.
 import ArgumentParser
 import Foundation
 import GradMapCore
 
 struct InspectCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "inspect", abstract: "Architecture, layer count, parameter count and bytes per layer.")
+        commandName: "inspect",
+        abstract: "Architecture, layer count, parameter count and bytes per layer; with --ranks, the plan per rank.")
 
     @OptionGroup var model: ModelOptions
+    @Option(name: .long, help: "Plan a job of N ranks: layers, bytes and estimated peak memory per rank.")
+    var ranks: Int?
+    @Option(name: .long, help: "Pipeline stages of the plan (default min(ranks, layers)).")
+    var stages: Int?
+    @Option(name: .long, help: "Tokens per window, for the activation estimate.")
+    var seqLen: Int = 256
+    @Option(name: .long, help: "Windows per micro-batch, for the activation estimate.")
+    var microBatch: Int = 1
     @Flag(name: .long, help: "Print one JSON object on stdout.")
     var json = false
 
+    func validate() throws {
+        if let r = ranks, r < 1 { throw ValidationError("--ranks: must be at least 1, got \(r)") }
+        if let s = stages, s < 1 { throw ValidationError("--stages: must be at least 1, got \(s)") }
+        if stages != nil && ranks == nil { throw ValidationError("--stages: needs --ranks") }
+        guard seqLen >= 2 else { throw ValidationError("--seq-len: must be at least 2, got \(seqLen)") }
+        guard microBatch >= 1 else { throw ValidationError("--micro-batch: must be at least 1, got \(microBatch)") }
+    }
+
     func run() throws {
         let ckpt = try model.checkpoint()
-        let summary = ModelSummary(config: ckpt.config, storage: ckpt.storageDType())
-        print(json ? summary.json.render(indent: 2) : summary.text)
+        let storage = ckpt.storageDType()
+        let summary = ModelSummary(config: ckpt.config, storage: storage)
+        guard let ranks else {
+            print(json ? summary.json.render(indent: 2) : summary.text)
+            return
+        }
+        let placement = try Placement(config: ckpt.config, ranks: ranks, stages: stages)
+        let plan = MemoryPlan.ranks(placement, storage: storage, seqLen: seqLen, microBatch: microBatch, training: true)
+        func mib(_ b: Int) -> String { String(format: "%.1f", Double(b) / 1_048_576) }
+        if json {
+            let rows: [JSONValue] = plan.map { m in
+                .object([
+                    ("rank", .int(m.placement.rank)), ("stage", .int(m.placement.stage)), ("replica", .int(m.placement.replica)),
+                    ("layers", .array(m.placement.part.layers.map { .int($0) })),
+                    ("embedding", .bool(m.placement.part.embedding)), ("head", .bool(m.placement.part.head)),
+                    ("stored_bytes", .int(m.storedBytes)), ("parameter_bytes_f32", .int(m.parameterBytes)),
+                    ("gradient_bytes", .int(m.gradientBytes)), ("activation_bytes", .int(m.activationBytes)),
+                    ("estimated_peak_bytes", .int(m.peakBytes)),
+                ])
+            }
+            print(JSONValue.object([
+                ("model", summary.json), ("ranks", .int(ranks)), ("stages", .int(placement.stages)),
+                ("replicas", .int(placement.replicas)), ("seq_len", .int(seqLen)), ("micro_batch", .int(microBatch)),
+                ("plan", .array(rows)),
+            ]).render(indent: 2))
+            return
+        }
+        print(summary.text)
+        print("")
+        print("plan: \(ranks) ranks = \(placement.stages) stages × \(placement.replicas) replicas; T = \(seqLen), micro-batch \(microBatch), 1F1B (\(placement.stages) micro-batches in flight at most)")
+        print("rank  stage  replica  layers      stored MiB  f32 MiB  grads MiB  activations MiB  est. peak MiB")
+        for m in plan {
+            let p = m.placement
+            var layers = p.part.layers.isEmpty ? "-" : "\(p.part.layers.lowerBound)-\(p.part.layers.upperBound - 1)"
+            if p.part.embedding { layers = "E " + layers }
+            if p.part.head { layers += " H" }
+            let cells = [
+                pad("\(p.rank)", 4), pad("\(p.stage)", 5), pad("\(p.replica)", 7), pad(layers, -10),
+                pad(mib(m.storedBytes), 10), pad(mib(m.parameterBytes), 7), pad(mib(m.gradientBytes), 9),
+                pad(mib(m.activationBytes), 15), pad(mib(m.peakBytes), 13),
+            ]
+            print(cells.joined(separator: "  "))
+        }
+        print("E = embedding, H = final norm + lm_head (+ tied embedding copy); peak = f32 weights + gradients + activations + 60 MiB runtime")
     }
+}
+
+/// Right-aligns to `width`, or left-aligns to -width.
+func pad(_ s: String, _ width: Int) -> String {
+    let fill = String(repeating: " ", count: max(0, abs(width) - s.count))
+    return width < 0 ? s + fill : fill + s
 }

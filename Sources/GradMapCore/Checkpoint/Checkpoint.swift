@@ -74,6 +74,7 @@ public final class Checkpoint: @unchecked Sendable {
             throw bad("\(f.path): tensor \(name) has dtype \(info.dtype.rawValue); expected F32, F16 or BF16")
         }
         widen(f.data(info), dtype: info.dtype, count: info.count, into: dst)
+        f.release(info)
     }
 
     /// Names in the checkpoint that a model with these parameter names would not use.

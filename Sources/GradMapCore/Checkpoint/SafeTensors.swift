@@ -91,6 +91,16 @@ public final class SafeTensorsFile: @unchecked Sendable {
         self.metadata = metadata
     }
 
+    /// Drops a tensor's pages from this process's resident set once it has been copied out (they stay in
+    /// the page cache), so peak memory is the float32 copy, not the copy plus the mapped file.
+    public func release(_ info: TensorInfo) {
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let lo = (dataStart + info.begin + page - 1) / page * page
+        let hi = (dataStart + info.end) / page * page
+        guard hi > lo else { return }
+        madvise(UnsafeMutableRawPointer(mutating: file.bytes + lo), hi - lo, Int32(MADV_DONTNEED))
+    }
+
     /// Raw bytes of a tensor inside the mapping.
     public func data(_ info: TensorInfo) -> UnsafeRawPointer { file.bytes + dataStart + info.begin }
 }

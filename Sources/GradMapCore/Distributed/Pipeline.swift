@@ -163,6 +163,28 @@ public final class Pipeline<F: Real & MPIScalar>: @unchecked Sendable {
         return LossResult(windows: windows.count, seqLen: t, nll: total)
     }
 
+    /// Every rank's timings and peak memory, on rank 0 (empty elsewhere), in rank order.
+    public func gatherRankStats() throws -> [JSONValue] {
+        let mine: [Double] = [
+            Double(world.rank), Double(me.stage), Double(me.replica), Double(stage.params.part.layers.lowerBound),
+            Double(stage.params.part.layers.upperBound), timings.total, timings.waiting, timings.reducing,
+            Double(timings.bytesSent), Double(timings.microBatches), Double(ProcessMemory.peakResidentBytes()),
+            Double(stage.params.count * MemoryLayout<F>.size),
+        ]
+        let all = try world.gather(mine, root: 0)
+        return stride(from: 0, to: all.count, by: mine.count).map { i in
+            let v = Array(all[i..<(i + mine.count)])
+            return .object([
+                ("rank", .int(Int(v[0]))), ("stage", .int(Int(v[1]))), ("replica", .int(Int(v[2]))),
+                ("layers", .array((Int(v[3])..<Int(v[4])).map { .int($0) })),
+                ("seconds", .double(v[5])), ("waiting_seconds", .double(v[6])), ("reduce_seconds", .double(v[7])),
+                ("bubble", .double(v[5] > 0 ? v[6] / v[5] : 0)), ("bytes_sent", .int(Int(v[8]))),
+                ("micro_batches", .int(Int(v[9]))), ("peak_rss_bytes", .int(Int(v[10]))),
+                ("parameter_bytes", .int(Int(v[11]))),
+            ])
+        }
+    }
+
     /// Sums gradients over replicas; with tied embeddings split across stages, the first and last stage
     /// each hold part of the embedding's gradient and exchange them so both hold the sum.
     func reduceGradients() throws {
