@@ -94,7 +94,7 @@ final class BadInputTests: XCTestCase {
 
     func testMissingWrongShapedAndUnexpectedTensors() throws {
         let src = try Checkpoint(directory: Fixtures.dir("llama_gqa"))
-        let (file, _) = try src.info("model.norm.weight")
+        let (file, _) = try (src.source as! SafeTensorsFolder).info("model.norm.weight")
         func rewrite(_ edit: (inout [SafeTensorsEntry]) -> Void) throws -> String {
             var entries = file.tensors.values.map { i in
                 SafeTensorsEntry(name: i.name, dtype: i.dtype, shape: i.shape,

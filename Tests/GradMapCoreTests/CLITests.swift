@@ -68,7 +68,7 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(o["head_dim"] as? Int, 16)
         // Counted from the file: every tensor's element count.
         let ckpt = try Checkpoint(directory: Fixtures.dir("mistral_headdim"))
-        let total = try ckpt.weightMap.keys.reduce(0) { $0 + (try ckpt.info($1).1.count) }
+        let total = try ckpt.source.tensorNames.reduce(0) { $0 + (try ckpt.source.tensorInfo($1).shape.reduce(1, *)) }
         XCTAssertEqual(o["parameters"] as? Int, total)
         let text = try runProcess(binaryPath, ["inspect", "--model", Fixtures.dir("mistral_headdim")])
         XCTAssertTrue(text.stdout.contains("per layer"))

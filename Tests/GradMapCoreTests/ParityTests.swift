@@ -58,7 +58,7 @@ final class ParityTests: XCTestCase {
         for name in Fixtures.names {
             let ckpt = try Checkpoint(directory: Fixtures.dir(name))
             XCTAssertEqual(ckpt.unexpectedTensors(expected: ParamLayout.allNames(ckpt.config)), [], name)
-            XCTAssertEqual(Set(ckpt.weightMap.keys), ParamLayout.allNames(ckpt.config), name)
+            XCTAssertEqual(Set(ckpt.source.tensorNames), ParamLayout.allNames(ckpt.config), name)
         }
     }
 }

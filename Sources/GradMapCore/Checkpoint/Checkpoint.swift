@@ -1,27 +1,88 @@
-// A Hugging Face checkpoint folder: config.json plus model.safetensors or shards listed in
-// model.safetensors.index.json. Shards are opened (and their headers validated) on first use, so a
-// pipeline rank maps only the files that hold its tensors. Loading is strict: each tensor is asked for by
-// name and shape, and `unexpectedTensors` reports whatever a full model would leave unused.
+// A model checkpoint: a Hugging Face folder (config.json + safetensors, maybe sharded) or a GGUF file.
+// Both are tensor sources behind one strict interface: each tensor is asked for by name and shape, and
+// `unexpectedTensors` reports whatever a full model would leave unused.
 import Foundation
 
+/// Where tensors come from. Names are Hugging Face names whatever the file format.
+public protocol TensorSource: AnyObject, Sendable {
+    /// Every tensor name the source holds.
+    var tensorNames: [String] { get }
+    /// Shape (row-major, Hugging Face order) and storage dtype of a tensor; throws .badInput when missing.
+    func tensorInfo(_ name: String) throws -> (shape: [Int], dtype: String)
+    /// Reads the tensor, which must have exactly `shape`, widened into dst.
+    func load<F: Real>(_ name: String, shape: [Int], into dst: UnsafeMutablePointer<F>) throws
+}
+
 public final class Checkpoint: @unchecked Sendable {
-    public let directory: String
+    /// The folder or file the user named.
+    public let path: String
     public let config: ModelConfig
+    public let source: any TensorSource
+
+    public static let ignoredTensorSuffixes = ["rotary_emb.inv_freq"]
+
+    /// Opens a Hugging Face folder, or a GGUF file (by its name ending in .gguf).
+    public init(path: String) throws {
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
+            throw bad("\(path): model not found (expected a Hugging Face checkpoint folder or a .gguf file)")
+        }
+        self.path = path
+        if isDir.boolValue {
+            config = try ModelConfig.load(path: path + "/config.json")
+            source = try SafeTensorsFolder(directory: path)
+        } else if path.lowercased().hasSuffix(".gguf") {
+            (config, source) = try Checkpoint.openGGUF(path)
+        } else {
+            throw bad("\(path): expected a Hugging Face checkpoint folder or a .gguf file, found another file")
+        }
+    }
+
+    public convenience init(directory: String) throws { try self.init(path: directory) }
+
+    /// Hook for the GGUF reader: returns the config read from metadata and the tensor source.
+    nonisolated(unsafe) static var openGGUF: (String) throws -> (ModelConfig, any TensorSource) = { path in
+        throw bad("\(path): GGUF files are not supported by this build")
+    }
+
+    public func load<F: Real>(_ name: String, shape: [Int], into dst: UnsafeMutablePointer<F>) throws {
+        try source.load(name, shape: shape, into: dst)
+    }
+
+    /// Names in the checkpoint that a model with these parameter names would not use.
+    public func unexpectedTensors(expected: Set<String>) -> [String] {
+        source.tensorNames.filter { name in
+            !expected.contains(name) && !Checkpoint.ignoredTensorSuffixes.contains { name.hasSuffix($0) }
+        }.sorted()
+    }
+
+    /// Throws when the checkpoint holds tensors this config's model would not use.
+    public func checkNoUnexpectedTensors() throws {
+        let unexpected = unexpectedTensors(expected: ParamLayout.allNames(config))
+        if let first = unexpected.first {
+            throw bad("\(path): unexpected tensor \(first) (\(unexpected.count) not used by a \(config.modelType) model of this config)")
+        }
+    }
+
+    /// The storage dtype of the checkpoint's weights (that of the first layer's q_proj).
+    public func storageDType() -> DType {
+        if let i = try? source.tensorInfo("model.layers.0.self_attn.q_proj.weight"), let d = DType(rawValue: i.dtype) { return d }
+        return .f32
+    }
+}
+
+/// A Hugging Face folder's safetensors: model.safetensors, or shards listed in model.safetensors.index.json.
+/// Shards are opened (and their headers validated) on first use, so a pipeline rank maps only the files
+/// that hold its tensors.
+public final class SafeTensorsFolder: TensorSource, @unchecked Sendable {
+    public let directory: String
     /// tensor name → shard file name (relative to the directory)
     public let weightMap: [String: String]
     private var openFiles: [String: SafeTensorsFile] = [:]
     private let lock = NSLock()
 
-    public static let ignoredTensorSuffixes = ["rotary_emb.inv_freq"]
-
     public init(directory: String) throws {
-        var isDir: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDir) else {
-            throw bad("\(directory): model folder not found")
-        }
-        guard isDir.boolValue else { throw bad("\(directory): expected a Hugging Face checkpoint folder, found a file") }
         self.directory = directory
-        config = try ModelConfig.load(path: directory + "/config.json")
         let single = directory + "/model.safetensors"
         let index = directory + "/model.safetensors.index.json"
         if FileManager.default.fileExists(atPath: index) {
@@ -44,6 +105,8 @@ public final class Checkpoint: @unchecked Sendable {
         }
     }
 
+    public var tensorNames: [String] { Array(weightMap.keys) }
+
     func file(_ name: String) throws -> SafeTensorsFile {
         lock.lock()
         defer { lock.unlock() }
@@ -64,7 +127,11 @@ public final class Checkpoint: @unchecked Sendable {
         return (f, info)
     }
 
-    /// Reads tensor `name`, which must have exactly `shape` and a float dtype, widened into dst.
+    public func tensorInfo(_ name: String) throws -> (shape: [Int], dtype: String) {
+        let (_, i) = try info(name)
+        return (i.shape, i.dtype.rawValue)
+    }
+
     public func load<F: Real>(_ name: String, shape: [Int], into dst: UnsafeMutablePointer<F>) throws {
         let (f, info) = try info(name)
         guard info.shape == shape else {
@@ -75,18 +142,5 @@ public final class Checkpoint: @unchecked Sendable {
         }
         widen(f.data(info), dtype: info.dtype, count: info.count, into: dst)
         f.release(info)
-    }
-
-    /// Names in the checkpoint that a model with these parameter names would not use.
-    public func unexpectedTensors(expected: Set<String>) -> [String] {
-        weightMap.keys.filter { name in
-            !expected.contains(name) && !Checkpoint.ignoredTensorSuffixes.contains { name.hasSuffix($0) }
-        }.sorted()
-    }
-
-    /// The storage dtype of the checkpoint's weights (that of the first layer's q_proj, else any tensor).
-    public func storageDType() -> DType {
-        if let (_, i) = try? info("model.layers.0.self_attn.q_proj.weight") { return i.dtype }
-        return .f32
     }
 }

@@ -49,10 +49,7 @@ public final class Pipeline<F: Real & MPIScalar>: @unchecked Sendable {
     ) throws -> Pipeline<F> {
         let c = ckpt.config
         let placement = try Placement(config: c, ranks: world.size, stages: stages)
-        let unexpected = ckpt.unexpectedTensors(expected: ParamLayout.allNames(c))
-        if let first = unexpected.first {
-            throw bad("\(ckpt.directory): unexpected tensor \(first) (\(unexpected.count) not used by a \(c.modelType) model of this config)")
-        }
+        try ckpt.checkNoUnexpectedTensors()
         let me = placement.placement(rank: world.rank)
         let params = ParameterSet<F>(config: c, part: me.part)
         try params.load(from: ckpt)

@@ -18,10 +18,7 @@ public enum LocalEngine {
         _ ckpt: Checkpoint, seqLen: Int, maxBatch: Int, training: Bool, policy: ActivationPolicy = .store
     ) throws -> Stage<F> {
         let c = ckpt.config
-        let unexpected = ckpt.unexpectedTensors(expected: ParamLayout.allNames(c))
-        if let first = unexpected.first {
-            throw bad("\(ckpt.directory): unexpected tensor \(first) (\(unexpected.count) not used by a \(c.modelType) model of this config)")
-        }
+        try ckpt.checkNoUnexpectedTensors()
         let params = ParameterSet<F>(config: c, part: .whole(c))
         try params.load(from: ckpt)
         return Stage(config: c, params: params, seqLen: seqLen, maxBatch: maxBatch, policy: policy, training: training)
