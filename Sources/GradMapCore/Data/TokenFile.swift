@@ -29,6 +29,17 @@ public struct TokenWindows: Sendable {
         self.init(path: path, tokens: ids, seqLen: seqLen)
     }
 
+    /// Ids made in memory (tokenised text), validated like a token file.
+    public init(path: String, tokens: [UInt32], seqLen: Int, vocabSize: Int) throws {
+        guard tokens.count >= seqLen else {
+            throw bad("\(path): \(tokens.count) tokens is shorter than one window of --seq-len \(seqLen)")
+        }
+        if let i = tokens.firstIndex(where: { $0 >= UInt32(vocabSize) }) {
+            throw bad("\(path): token id \(tokens[i]) at position \(i) is out of range; expected < vocab_size \(vocabSize)")
+        }
+        self.init(path: path, tokens: tokens, seqLen: seqLen)
+    }
+
     public init(path: String, tokens: [UInt32], seqLen: Int) {
         self.path = path
         self.tokens = tokens

@@ -59,6 +59,11 @@ public final class Pipeline<F: Real & MPIScalar>: @unchecked Sendable {
         return try Pipeline(world: world, placement: placement, stage: stage)
     }
 
+    /// Makes `kept` (original indices) the model: this stage runs its layers among them, in order.
+    public func setKept(_ kept: Set<Int>) {
+        stage.activeLayers = stage.params.part.layers.filter { kept.contains($0) }
+    }
+
     /// This replica's windows: a contiguous, balanced share of the list.
     public func share(_ windows: [Int]) -> ArraySlice<Int> {
         let r = placement.replicas, w = windows.count
@@ -69,7 +74,8 @@ public final class Pipeline<F: Real & MPIScalar>: @unchecked Sendable {
     /// stage, summed over replicas. `observe` is passed to each layer's backward (activation metrics).
     public func run(
         data: TokenWindows, windows: [Int], microBatch: Int, backward: Bool,
-        observe: ((Int, UnsafePointer<F>, UnsafePointer<F>) -> Void)? = nil,
+        observe: ((Int, Int, UnsafePointer<F>, UnsafePointer<F>) -> Void)? = nil,
+        tap: ((ArraySlice<Int>, LayerTap<F>) -> Void)? = nil,
         onLogits: ((Int, UnsafePointer<F>) -> Void)? = nil
     ) throws -> LossResult {
         let start = DispatchTime.now().uptimeNanoseconds
@@ -107,7 +113,7 @@ public final class Pipeline<F: Real & MPIScalar>: @unchecked Sendable {
             } else {
                 try timedWait { try pipe.recv(stage.inputBuffer(slot: slot), count: b * t * h, from: s - 1, tag: 2 * i) }
             }
-            stage.forwardLayers(b: b, slot: slot)
+            stage.forwardLayers(b: b, slot: slot, tap: tap.map { f in { f(list, $0) } })
             if s == stages - 1 {
                 let base = list.startIndex
                 if backward, let pending = backwardSend { try timedWait { try pending.wait() }; backwardSend = nil }

@@ -12,6 +12,9 @@ public final class Stage<F: Real>: @unchecked Sendable {
     public let policy: ActivationPolicy
     /// Original indices of the layers that take part in the computation (pruned ones are left out).
     public var activeLayers: [Int]
+    /// When false the backward computes only activation gradients (dL/dh), skipping every dL/dW product:
+    /// what the activation-gradient metrics need, at about a third of the backward's cost.
+    public var computeWeightGradients = true
 
     let rope: RopeTables<F>
     /// inputs[slot][i] = h entering part.layers[i], [N, H]; outputs[slot] = h leaving the stage, [N, H].
@@ -93,26 +96,32 @@ public final class Stage<F: Real>: @unchecked Sendable {
 
     /// dE += scatter of dresidual (dL/dh_0).
     public func embedBackward(ids: UnsafePointer<UInt32>, b: Int) {
+        guard computeWeightGradients else { return }
         embeddingBackward(params.grad("model.embed_tokens.weight"), dresidual.pointer, ids, n: b * seqLen, h: config.hidden)
     }
 
     // MARK: decoder layers
 
-    /// Runs the active layers on the slot's input; the result is in outputBuffer(slot).
-    public func forwardLayers(b: Int, slot: Int) {
+    /// Runs the active layers on the slot's input; the result is in outputBuffer(slot). `tap` sees each
+    /// layer's input, residual after attention and output right after the layer ran.
+    public func forwardLayers(b: Int, slot: Int, tap: ((LayerTap<F>) -> Void)? = nil) {
         let active = activeLayers
         for (i, l) in active.enumerated() {
             let out = i + 1 < active.count ? inputs[slot][localIndex(active[i + 1])].pointer : outputs[slot].pointer
-            layerForward(l, b: b, inp: inputs[slot][localIndex(l)].pointer, out: out, x: internalsFor(slot: slot, layer: l))
+            let inp = inputs[slot][localIndex(l)].pointer
+            let x = internalsFor(slot: slot, layer: l)
+            layerForward(l, b: b, inp: inp, out: out, x: x)
+            tap?(LayerTap(layer: l, rows: b * seqLen, inp: inp, u: x.u.pointer, out: out))
         }
     }
 
     /// Backward through the active layers: dresidual holds dL/dh at the stage output on entry and dL/dh at
-    /// the stage input on return. `observe(layer, dOut, f)` sees, before each layer's backward, dL/dh_{l+1}
-    /// and the layer's residual contribution f_l = h_{l+1} - h_l ([N, H] each), for activation-gradient metrics.
+    /// the stage input on return. `observe(layer, rows, dOut, f)` sees, before each layer's backward,
+    /// dL/dh_{l+1} and the layer's residual contribution f_l = h_{l+1} - h_l ([rows, H] each), for the
+    /// activation-gradient metrics.
     public func backwardLayers(
         b: Int, slot: Int,
-        observe: ((Int, UnsafePointer<F>, UnsafePointer<F>) -> Void)? = nil
+        observe: ((Int, Int, UnsafePointer<F>, UnsafePointer<F>) -> Void)? = nil
     ) {
         let active = activeLayers
         let n = b * seqLen
@@ -129,7 +138,7 @@ public final class Stage<F: Real>: @unchecked Sendable {
                 // f = out - inp, built in the dln scratch (free until the MLP backward below).
                 let f = back!.dln.pointer
                 for j in 0..<(n * h) { f[j] = out[j] - inp[j] }
-                observe(l, dresidual.pointer, f)
+                observe(l, n, dresidual.pointer, f)
             }
             layerBackward(l, b: b, inp: inp, x: x)
         }
@@ -168,27 +177,30 @@ public final class Stage<F: Real>: @unchecked Sendable {
         let t = seqLen, n = b * t, h = c.hidden, i = c.intermediate, qd = c.qDim, kvd = c.kvDim
         let w = params.layerView(l, base: params.values.pointer)
         let g = params.layerView(l, base: params.grads!.pointer)
+        let keep = computeWeightGradients
+        // Weight-gradient destinations, or nil to skip those products.
+        func G(_ p: UnsafeMutablePointer<F>?) -> UnsafeMutablePointer<F>? { keep ? p : nil }
         let s = back!
         let dres = dresidual.pointer
         // MLP branch: h_{l+1} = u + down(act)
         linearBackward(
-            dinp: s.dact.pointer, dweight: g.wd, dbias: g.bd, dout: dres, inp: x.act.pointer, weight: w.wd,
+            dinp: s.dact.pointer, dweight: G(g.wd), dbias: G(g.bd), dout: dres, inp: x.act.pointer, weight: w.wd,
             n: n, inDim: i, outDim: h, accumulateInput: false)
         swigluBackward(
             dgate: s.dgate.pointer, dup: s.dup.pointer, dact: s.dact.pointer, gate: x.gate.pointer,
             up: x.up.pointer, count: n * i)
         linearBackward(
-            dinp: s.dln.pointer, dweight: g.wg, dbias: g.bg, dout: s.dgate.pointer, inp: x.ln2.pointer,
+            dinp: s.dln.pointer, dweight: G(g.wg), dbias: G(g.bg), dout: s.dgate.pointer, inp: x.ln2.pointer,
             weight: w.wg, n: n, inDim: h, outDim: i, accumulateInput: false)
         linearBackward(
-            dinp: s.dln.pointer, dweight: g.wu, dbias: g.bu, dout: s.dup.pointer, inp: x.ln2.pointer,
+            dinp: s.dln.pointer, dweight: G(g.wu), dbias: G(g.bu), dout: s.dup.pointer, inp: x.ln2.pointer,
             weight: w.wu, n: n, inDim: h, outDim: i, accumulateInput: true)
         rmsnormBackward(
-            dinp: dres, dweight: g.ln2, dout: s.dln.pointer, inp: x.u.pointer, weight: w.ln2,
+            dinp: dres, dweight: G(g.ln2), dout: s.dln.pointer, inp: x.u.pointer, weight: w.ln2,
             rstd: x.rstd2.pointer, n: n, c: h)
         // Attention branch: u = h_l + o(att)
         linearBackward(
-            dinp: s.datt.pointer, dweight: g.wo, dbias: g.bo, dout: dres, inp: x.att.pointer, weight: w.wo,
+            dinp: s.datt.pointer, dweight: G(g.wo), dbias: G(g.bo), dout: dres, inp: x.att.pointer, weight: w.wo,
             n: n, inDim: qd, outDim: h, accumulateInput: false)
         s.dk.zero()
         s.dv.zero()
@@ -199,16 +211,16 @@ public final class Stage<F: Real>: @unchecked Sendable {
         ropeApply(s.dq.pointer, rope, n: n, heads: c.heads, hd: c.headDim, inverse: true)
         ropeApply(s.dk.pointer, rope, n: n, heads: c.kvHeads, hd: c.headDim, inverse: true)
         linearBackward(
-            dinp: s.dln.pointer, dweight: g.wq, dbias: g.bq, dout: s.dq.pointer, inp: x.ln1.pointer, weight: w.wq,
+            dinp: s.dln.pointer, dweight: G(g.wq), dbias: G(g.bq), dout: s.dq.pointer, inp: x.ln1.pointer, weight: w.wq,
             n: n, inDim: h, outDim: qd, accumulateInput: false)
         linearBackward(
-            dinp: s.dln.pointer, dweight: g.wk, dbias: g.bk, dout: s.dk.pointer, inp: x.ln1.pointer, weight: w.wk,
+            dinp: s.dln.pointer, dweight: G(g.wk), dbias: G(g.bk), dout: s.dk.pointer, inp: x.ln1.pointer, weight: w.wk,
             n: n, inDim: h, outDim: kvd, accumulateInput: true)
         linearBackward(
-            dinp: s.dln.pointer, dweight: g.wv, dbias: g.bv, dout: s.dv.pointer, inp: x.ln1.pointer, weight: w.wv,
+            dinp: s.dln.pointer, dweight: G(g.wv), dbias: G(g.bv), dout: s.dv.pointer, inp: x.ln1.pointer, weight: w.wv,
             n: n, inDim: h, outDim: kvd, accumulateInput: true)
         rmsnormBackward(
-            dinp: dres, dweight: g.ln1, dout: s.dln.pointer, inp: inp, weight: w.ln1, rstd: x.rstd1.pointer,
+            dinp: dres, dweight: G(g.ln1), dout: s.dln.pointer, inp: inp, weight: w.ln1, rstd: x.rstd1.pointer,
             n: n, c: h)
     }
 
@@ -237,17 +249,32 @@ public final class Stage<F: Real>: @unchecked Sendable {
             onLogits?(w, logits)
             nll += crossEntropy(logits, ids: ids + w * t, t: t, v: v, gradScale: gradScale)
             if gradScale != nil {
-                let gOut = c.tieEmbeddings ? params.grad("model.embed_tokens.weight") : params.grad("lm_head.weight")
                 F.gemm(false, false, t, h, v, 1, logits, v, outW, h, 0, hs.dlnf.pointer + w * t * h, h)
+            }
+            if gradScale != nil && computeWeightGradients {
+                let gOut = c.tieEmbeddings ? params.grad("model.embed_tokens.weight") : params.grad("lm_head.weight")
                 F.gemm(true, false, v, h, t, 1, logits, v, x, h, 1, gOut, h)
             }
         }
         if gradScale != nil {
             dresidual.zero()
             rmsnormBackward(
-                dinp: dresidual.pointer, dweight: params.grad("model.norm.weight"), dout: hs.dlnf.pointer,
+                dinp: dresidual.pointer, dweight: computeWeightGradients ? params.grad("model.norm.weight") : nil,
+                dout: hs.dlnf.pointer,
                 inp: hL, weight: normW, rstd: hs.rstdf.pointer, n: n, c: h)
         }
         return nll
     }
+}
+
+/// One layer as a forward hook sees it, just after it ran: rows × H each.
+public struct LayerTap<F: Real> {
+    public let layer: Int
+    public let rows: Int
+    /// h_l, the layer's input.
+    public let inp: UnsafePointer<F>
+    /// h_l + attention output: the residual stream between the attention and the MLP.
+    public let u: UnsafePointer<F>
+    /// h_{l+1}, the layer's output.
+    public let out: UnsafePointer<F>
 }

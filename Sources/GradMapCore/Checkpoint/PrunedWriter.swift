@@ -1,0 +1,171 @@
+// Writes the pruned model as a Hugging Face checkpoint that transformers loads unchanged: layers renumbered
+// 0..L-K-1, config.json with num_hidden_layers (and per-layer lists such as layer_types) updated and every
+// other key kept, the source dtype kept (BF16/F16 rounded to nearest even), no lm_head when tied. Replica 0's
+// rank of each stage writes one shard with its tensors; rank 0 writes the index, config and tokenizer files.
+// Everything goes to a temporary folder beside DIR, renamed at the end: a failed run leaves no partial DIR.
+import Foundation
+
+public struct PrunedWriter<F: Real & MPIScalar> {
+    public let pipeline: Pipeline<F>
+    public let source: Checkpoint
+    /// Original indices of the kept layers.
+    public let kept: [Int]
+    public let dtype: DType
+
+    public init(pipeline: Pipeline<F>, source: Checkpoint, kept: Set<Int>, dtype: DType) {
+        self.pipeline = pipeline
+        self.source = source
+        self.kept = kept.sorted()
+        self.dtype = dtype
+    }
+
+    /// The folder a run builds before renaming it to `out`.
+    public static func temporaryPath(for out: String) -> String {
+        let url = URL(fileURLWithPath: out)
+        return url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).partial").path
+    }
+
+    /// Refuses an --out that is a file, or an existing folder without --force (before any work).
+    public static func checkDestination(_ out: String, force: Bool) throws {
+        var isDir: ObjCBool = false
+        if FileManager.default.fileExists(atPath: out, isDirectory: &isDir) {
+            guard isDir.boolValue else { throw bad("--out \(out): is a file; expected a folder to create") }
+            guard force else { throw bad("--out \(out): already exists (use --force to replace it)") }
+        }
+        let parent = URL(fileURLWithPath: out).deletingLastPathComponent().path
+        guard FileManager.default.fileExists(atPath: parent, isDirectory: &isDir), isDir.boolValue else {
+            throw bad("--out \(out): parent folder \(parent) does not exist")
+        }
+    }
+
+    /// New name of an original tensor name, or nil when its layer was removed.
+    func renamed(_ name: String) -> String? {
+        guard name.hasPrefix("model.layers.") else { return name }
+        let rest = name.dropFirst("model.layers.".count)
+        guard let dot = rest.firstIndex(of: "."), let l = Int(rest[..<dot]) else { return name }
+        guard let j = kept.firstIndex(of: l) else { return nil }
+        return "model.layers.\(j)" + rest[dot...]
+    }
+
+    /// Which stage writes which (renamed) tensors; the tied embedding is written once, by stage 0.
+    func tensors(ofStage stage: Int) -> [(ParamSpec, String)] {
+        let p = pipeline.placement.placement(rank: stage)
+        let c = pipeline.stage.config
+        return ParamLayout.specs(c, part: p.part).compactMap { s in
+            if s.name == "model.embed_tokens.weight" && !p.part.embedding { return nil }
+            if let l = s.layer, !kept.contains(l) { return nil }
+            return renamed(s.name).map { (s, $0) }
+        }
+    }
+
+    public func write(to out: String, force: Bool, extraFiles: [String: Data] = [:]) throws {
+        let world = pipeline.world
+        let tmp = PrunedWriter.temporaryPath(for: out)
+        let stages = pipeline.placement.stages
+        let writing = (0..<stages).filter { !tensors(ofStage: $0).isEmpty }
+        let shardName = { (k: Int) in String(format: "model-%05d-of-%05d.safetensors", k + 1, writing.count) }
+        if world.rank == 0 {
+            try? FileManager.default.removeItem(atPath: tmp)
+            do { try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: false) }
+            catch { throw GradMapError.runtime("\(tmp): cannot create (\(error.localizedDescription))") }
+        }
+        try world.barrier()
+        let me = pipeline.me
+        if me.replica == 0, let k = writing.firstIndex(of: me.stage) {
+            let params = pipeline.stage.params
+            let entries = tensors(ofStage: me.stage).map { spec, name in
+                SafeTensorsEntry(
+                    name: name, dtype: dtype, shape: spec.shape,
+                    values: UnsafeBufferPointer(start: floats(params.values.pointer + spec.offset, spec.count), count: spec.count))
+            }
+            try SafeTensorsWriter.write(entries, to: tmp + "/" + shardName(k))
+        }
+        try world.barrier()
+        guard world.rank == 0 else {
+            try world.barrier()
+            return
+        }
+        var weightMap: [String: String] = [:]
+        var total = 0
+        for (k, s) in writing.enumerated() {
+            for (spec, name) in tensors(ofStage: s) {
+                weightMap[name] = shardName(k)
+                total += spec.count * dtype.size
+            }
+        }
+        let index: [String: Any] = ["metadata": ["total_size": total], "weight_map": weightMap]
+        try writeJSON(index, to: tmp + "/model.safetensors.index.json")
+        try writeJSON(prunedConfig(), to: tmp + "/config.json")
+        if FileManager.default.fileExists(atPath: source.path + "/config.json") {
+            for name in ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json",
+                         "chat_template.jinja", "tokenizer.model", "vocab.json", "merges.txt"] {
+                let from = source.path + "/" + name
+                if FileManager.default.fileExists(atPath: from) { try FileManager.default.copyItem(atPath: from, toPath: tmp + "/" + name) }
+            }
+        }
+        for (name, data) in extraFiles { try data.write(to: URL(fileURLWithPath: tmp + "/" + name)) }
+        if force && FileManager.default.fileExists(atPath: out) { try FileManager.default.removeItem(atPath: out) }
+        do { try FileManager.default.moveItem(atPath: tmp, toPath: out) }
+        catch { throw GradMapError.runtime("\(out): cannot rename \(tmp) into place (\(error.localizedDescription))") }
+        try world.barrier()
+    }
+
+    /// config.json of the pruned model: the source's keys, num_hidden_layers and per-layer lists updated.
+    public func prunedConfig() -> [String: Any] {
+        var cfg = source.config.raw
+        if cfg.isEmpty { cfg = source.config.huggingFaceJSON() }
+        let original = source.config.layers
+        cfg["num_hidden_layers"] = kept.count
+        // Per-layer lists (one entry per decoder layer) keep the kept layers' entries.
+        for key in ["layer_types", "no_rope_layers"] {
+            if let list = cfg[key] as? [Any], list.count == original { cfg[key] = kept.map { list[$0] } }
+        }
+        if let w = cfg["max_window_layers"] as? Int, w > kept.count { cfg["max_window_layers"] = kept.count }
+        let name: String
+        switch dtype {
+        case .bf16: name = "bfloat16"
+        case .f16: name = "float16"
+        default: name = "float32"
+        }
+        if cfg["dtype"] != nil || cfg["torch_dtype"] == nil { cfg["dtype"] = name }
+        if cfg["torch_dtype"] != nil { cfg["torch_dtype"] = name }
+        return cfg
+    }
+
+    /// A Float view of n values (a copy when F is not Float).
+    func floats(_ p: UnsafeMutablePointer<F>, _ n: Int) -> UnsafePointer<Float> {
+        if F.self == Float.self { return UnsafeRawPointer(p).assumingMemoryBound(to: Float.self) }
+        let out = UnsafeMutablePointer<Float>.allocate(capacity: n)
+        for i in 0..<n { out[i] = Float(p[i].double) }
+        return UnsafePointer(out)
+    }
+}
+
+func writeJSON(_ object: Any, to path: String) throws {
+    let data = try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
+    try (data + Data("\n".utf8)).write(to: URL(fileURLWithPath: path))
+}
+
+extension ModelConfig {
+    /// config.json for a model that came without one (a GGUF file).
+    public func huggingFaceJSON() -> [String: Any] {
+        var d: [String: Any] = [
+            "architectures": ["LlamaForCausalLM"], "model_type": modelType, "vocab_size": vocabSize,
+            "hidden_size": hidden, "intermediate_size": intermediate, "num_hidden_layers": layers,
+            "num_attention_heads": heads, "num_key_value_heads": kvHeads, "head_dim": headDim,
+            "rms_norm_eps": rmsEps, "tie_word_embeddings": tieEmbeddings, "attention_bias": attentionOutputBias,
+            "mlp_bias": mlpBias, "hidden_act": "silu", "max_position_embeddings": 8192, "dtype": "float32",
+            "rope_theta": rope.theta,
+        ]
+        switch rope.kind {
+        case .default: d["rope_scaling"] = NSNull()
+        case .linear: d["rope_scaling"] = ["rope_type": "linear", "factor": rope.factor]
+        case .llama3:
+            d["rope_scaling"] = [
+                "rope_type": "llama3", "factor": rope.factor, "low_freq_factor": rope.lowFreqFactor,
+                "high_freq_factor": rope.highFreqFactor, "original_max_position_embeddings": rope.originalMaxPositions,
+            ]
+        }
+        return d
+    }
+}

@@ -1,0 +1,281 @@
+// Stage 2 of GradMAP: projection compensation. For the kept layer j* (original index), with u the residual
+// stream after its attention, z = D·a its MLP output and y the original model's output at the same layer,
+// P = argmin Σ_t ||u_t + P z_t - y_t||² + λ||P - I||²_F = (Σ (y-u) zᵀ + λI)(Σ z zᵀ + λI)⁻¹, folded as D ← P·D.
+// The H×H sums are accumulated in Float64 on every rank that owns j*, reduced to rank 0 and solved there
+// (LAPACK Cholesky); rank 0 broadcasts P and the owners fold it. j* comes from the mean shifts σ_j, a given
+// layer, or (auto) the validation loss over candidate layers and ridge factors.
+import CBLAS
+import Foundation
+
+public struct CompensationCandidate: Sendable {
+    public let layer: Int
+    public let alpha: Double
+    public let lambda: Double
+    public let validationLoss: Double?
+    public let reconBefore: Double
+    public let reconAfter: Double
+}
+
+public struct CompensationReport: Sendable {
+    /// j* (original index), nil when auto found no candidate that lowers the validation loss.
+    public let layer: Int?
+    /// σ_j of every kept layer (original index), ascending.
+    public let shifts: [(Int, Double)]
+    public let reconBefore: Double
+    public let reconAfter: Double
+    /// The ridge factor α used (raised when the system was not positive definite) and λ = α·tr(Σzzᵀ)/H.
+    public let alpha: Double
+    public let lambda: Double
+    public let ridgeRaised: Bool
+    public let candidates: [CompensationCandidate]
+    /// Validation loss of the pruned model without compensation (auto only).
+    public let baselineValidationLoss: Double?
+}
+
+extension Pruner {
+    /// Mean hidden state after every layer, [L × H]: of the original model (all layers), then of the current one.
+    func layerMeans(allLayers: Bool) throws -> [Double] {
+        let l = config.layers, h = config.hidden
+        var sums = [Double](repeating: 0, count: l * h)
+        pipeline.setKept(allLayers ? Set(0..<l) : kept)
+        defer { pipeline.setKept(kept) }
+        _ = try pipeline.run(data: data, windows: calibration, microBatch: options.microBatch, backward: false, tap: { _, tap in
+            let base = tap.layer * h
+            for t in 0..<tap.rows {
+                let row = tap.out + t * h
+                for i in 0..<h { sums[base + i] += Double(row[i]) }
+            }
+        })
+        sums = try pipeline.world.allReduceSum(sums)
+        let tokens = Double(calibration.count * seqLen)
+        return sums.map { $0 / tokens }
+    }
+
+    /// σ_j = ||μ'_j - μ_j|| / ||μ_j|| for every kept layer j.
+    public func meanShifts() throws -> [(Int, Double)] {
+        let h = config.hidden
+        let original = try layerMeans(allLayers: true)
+        let pruned = try layerMeans(allLayers: false)
+        return kept.sorted().map { j in
+            var d = 0.0, n = 0.0
+            for i in 0..<h {
+                let a = original[j * h + i], b = pruned[j * h + i]
+                d += (b - a) * (b - a); n += a * a
+            }
+            return (j, (d / max(n, 1e-300)).squareRoot())
+        }
+    }
+
+    /// Candidate layers of --compensate-at auto: the 3 largest shifts, and the first kept layer after each
+    /// contiguous run of removed layers.
+    func autoCandidates(_ shifts: [(Int, Double)]) -> [Int] {
+        var set = Set(shifts.sorted { ($0.1, -$0.0) > ($1.1, -$1.0) }.prefix(3).map(\.0))
+        for r in 0..<config.layers where !kept.contains(r) && (r + 1 < config.layers) && kept.contains(r + 1) {
+            set.insert(r + 1)
+        }
+        return set.sorted()
+    }
+
+    /// Per candidate layer: A = Σ (y - u) zᵀ and B = Σ z zᵀ (H×H, Float64), Σ||y - u||², Σ||y||², and the
+    /// traces tr(A), tr(B), summed over every calibration token and reduced to rank 0.
+    func compensationSums(_ candidates: [Int]) throws -> [Int: [Double]] {
+        let h = config.hidden, t = seqLen
+        let hh = h * h
+        let width = 2 * hh + 2
+        var sums = [Int: [Double]]()
+        for c in candidates { sums[c] = [Double](repeating: 0, count: width) }
+        // Windows go through the original and the pruned model in chunks of one micro-batch per replica, so
+        // that y (original outputs at the candidate layers) is held for one chunk only.
+        let chunk = options.microBatch * pipeline.placement.replicas
+        let owned = candidates.filter { pipeline.stage.params.part.layers.contains($0) }
+        var y = [Int: Buffer<F>]()
+        for c in owned { y[c] = Buffer(count: chunk * t * h) }
+        let rd = Buffer<Double>(count: options.microBatch * t * h), zd = Buffer<Double>(count: options.microBatch * t * h)
+        let all = Set(0..<config.layers)
+        var start = 0
+        while start < calibration.count {
+            let windows = Array(calibration[start..<min(start + chunk, calibration.count)])
+            let position = Dictionary(uniqueKeysWithValues: windows.enumerated().map { ($1, $0) })
+            pipeline.setKept(all)
+            _ = try pipeline.run(data: data, windows: windows, microBatch: options.microBatch, backward: false, tap: { list, tap in
+                guard let store = y[tap.layer] else { return }
+                for (j, w) in list.enumerated() {
+                    (store.pointer + position[w]! * t * h).update(from: tap.out + j * t * h, count: t * h)
+                }
+            })
+            pipeline.setKept(kept)
+            _ = try pipeline.run(data: data, windows: windows, microBatch: options.microBatch, backward: false, tap: { list, tap in
+                guard let store = y[tap.layer] else { return }
+                let bias = self.pipeline.stage.params.spec("model.layers.\(tap.layer).mlp.down_proj.bias").map {
+                    self.pipeline.stage.params.values.pointer + $0.offset
+                }
+                let rows = tap.rows
+                var rr = 0.0, yy = 0.0
+                for (j, w) in list.enumerated() {
+                    let yw = store.pointer + position[w]! * t * h
+                    for e in 0..<(t * h) {
+                        let row = j * t * h + e
+                        let i = e % h
+                        let u = Double(tap.u[row])
+                        let yv = Double(yw[e])
+                        let r = yv - u
+                        rd[row] = r
+                        zd[row] = Double(tap.out[row]) - u - (bias.map { Double($0[i]) } ?? 0)
+                        rr += r * r; yy += yv * yv
+                    }
+                }
+                sums[tap.layer]!.withUnsafeMutableBufferPointer { s in
+                    let a = s.baseAddress!, b = s.baseAddress! + hh
+                    Double.gemm(true, false, h, h, rows, 1, rd.pointer, h, zd.pointer, h, 1, a, h)
+                    Double.gemm(true, false, h, h, rows, 1, zd.pointer, h, zd.pointer, h, 1, b, h)
+                    s[2 * hh] += rr
+                    s[2 * hh + 1] += yy
+                }
+            })
+            start += chunk
+        }
+        for c in candidates {
+            try sums[c]!.withUnsafeMutableBufferPointer { try pipeline.world.reduceSum($0.baseAddress!, count: width, root: 0) }
+        }
+        return sums
+    }
+
+    /// Solves P for one candidate's sums and ridge factor α (rank 0). Raises α tenfold while the system is
+    /// not positive definite. Returns P (row-major H×H), λ, α and the relative errors before/after.
+    static func solve(sums s: [Double], hidden h: Int, alpha: Double) throws -> (p: [Double], lambda: Double, alpha: Double, raised: Bool, before: Double, after: Double) {
+        let hh = h * h
+        var traceB = 0.0
+        for i in 0..<h { traceB += s[hh + i * h + i] }
+        var alpha = alpha
+        var raised = false
+        for _ in 0..<8 {
+            let lambda = alpha * traceB / Double(h)
+            var bm = Array(s[hh..<(2 * hh)])
+            var x = [Double](repeating: 0, count: hh)  // Aᵀ + λI
+            for i in 0..<h { for j in 0..<h { x[i * h + j] = s[j * h + i] } }
+            for i in 0..<h { bm[i * h + i] += lambda; x[i * h + i] += lambda }
+            let info = LAPACKE_dposv(LAPACK_ROW_MAJOR, Int8(UInt8(ascii: "U")), Int32(h), Int32(h), &bm, Int32(h), &x, Int32(h))
+            if info > 0 { alpha *= 10; raised = true; continue }
+            guard info == 0 else { throw GradMapError.runtime("LAPACKE_dposv failed with info \(info)") }
+            // x = B'⁻¹ A'ᵀ = Pᵀ.
+            var p = [Double](repeating: 0, count: hh)
+            for i in 0..<h { for j in 0..<h { p[i * h + j] = x[j * h + i] } }
+            let (before, after) = reconErrors(sums: s, p: p, hidden: h)
+            return (p, lambda, alpha, raised, before, after)
+        }
+        throw GradMapError.runtime("compensation: Σ z zᵀ + λI is not positive definite even with ridge \(alpha)")
+    }
+
+    /// Σ||u + Pz - y||² / Σ||y||² from the sums: Σ||r||² - 2 Σ_ij P_ij A_ij + tr(P B Pᵀ), and the same with P = I.
+    static func reconErrors(sums s: [Double], p: [Double], hidden h: Int) -> (Double, Double) {
+        let hh = h * h
+        let rr = s[2 * hh], yy = s[2 * hh + 1]
+        var traceA = 0.0, traceB = 0.0, pa = 0.0
+        for i in 0..<h { traceA += s[i * h + i]; traceB += s[hh + i * h + i] }
+        for k in 0..<hh { pa += p[k] * s[k] }
+        var pb = [Double](repeating: 0, count: hh)
+        p.withUnsafeBufferPointer { pp in
+            s.withUnsafeBufferPointer { ss in
+                Double.gemm(false, false, h, h, h, 1, pp.baseAddress!, h, ss.baseAddress! + hh, h, 0, &pb, h)
+            }
+        }
+        var pbp = 0.0
+        for k in 0..<hh { pbp += pb[k] * p[k] }
+        let denominator = max(yy, 1e-300)
+        return ((rr - 2 * traceA + traceB) / denominator, (rr - 2 * pa + pbp) / denominator)
+    }
+
+    /// Broadcasts P from rank 0 and folds it into layer j's down_proj on the ranks that hold it:
+    /// D ← P·D, rounded to `storage` so the model in memory is the one that will be written.
+    /// Returns the previous D (to undo), or nil on ranks without layer j.
+    @discardableResult
+    func fold(_ p: [Double], layer j: Int, storage: DType) throws -> [F]? {
+        let h = config.hidden, i = config.intermediate
+        var pf = p.map { F($0) }
+        if pf.count != h * h { pf = [F](repeating: 0, count: h * h) }
+        try pf.withUnsafeMutableBufferPointer { try pipeline.world.broadcast($0.baseAddress!, count: h * h, root: 0) }
+        let params = pipeline.stage.params
+        guard let spec = params.spec("model.layers.\(j).mlp.down_proj.weight") else { return nil }
+        let d = params.values.pointer + spec.offset
+        let old = Array(UnsafeBufferPointer(start: d, count: h * i))
+        old.withUnsafeBufferPointer { o in
+            pf.withUnsafeBufferPointer { F.gemm(false, false, h, i, h, 1, $0.baseAddress!, h, o.baseAddress!, i, 0, d, i) }
+        }
+        roundInPlace(d, count: h * i, to: storage)
+        return old
+    }
+
+    func restore(_ old: [F]?, layer j: Int) {
+        guard let old, let spec = pipeline.stage.params.spec("model.layers.\(j).mlp.down_proj.weight") else { return }
+        old.withUnsafeBufferPointer { (pipeline.stage.params.values.pointer + spec.offset).update(from: $0.baseAddress!, count: old.count) }
+    }
+
+    /// Fits and folds the compensation. All ranks call it; the report is complete on rank 0.
+    public func compensate(target: CompensationTarget, storage: DType) throws -> CompensationReport {
+        let h = config.hidden
+        let shifts = try meanShifts()
+        let candidates: [Int]
+        let alphas: [Double]
+        switch target {
+        case .shift:
+            candidates = [shifts.max { ($0.1, -$0.0) < ($1.1, -$1.0) }!.0]
+            alphas = [options.ridge]
+        case .layer(let j):
+            guard kept.contains(j) else { throw bad("--compensate-at \(j): layer \(j) was removed") }
+            candidates = [j]
+            alphas = [options.ridge]
+        case .auto:
+            candidates = autoCandidates(shifts)
+            alphas = [1e-2, 1e-1, 1]
+        }
+        let sums = try compensationSums(candidates)
+        let root = pipeline.world.rank == 0
+        var results: [CompensationCandidate] = []
+        var solutions: [[Double]] = []
+        var raisedAny = false
+        for c in candidates {
+            for a in alphas {
+                var p = [Double]()
+                var row = CompensationCandidate(layer: c, alpha: a, lambda: 0, validationLoss: nil, reconBefore: 0, reconAfter: 0)
+                if root {
+                    let s = try Pruner.solve(sums: sums[c]!, hidden: h, alpha: a)
+                    p = s.p
+                    raisedAny = raisedAny || s.raised
+                    row = CompensationCandidate(layer: c, alpha: s.alpha, lambda: s.lambda, validationLoss: nil, reconBefore: s.before, reconAfter: s.after)
+                }
+                results.append(row)
+                solutions.append(p)
+            }
+        }
+        var chosen: Int? = 0
+        var baseline: Double? = nil
+        if target == .auto {
+            baseline = try loss(windows: validation)
+            for k in results.indices {
+                let old = try fold(solutions[k], layer: results[k].layer, storage: storage)
+                let v = try loss(windows: validation)
+                restore(old, layer: results[k].layer)
+                let r = results[k]
+                results[k] = CompensationCandidate(layer: r.layer, alpha: r.alpha, lambda: r.lambda, validationLoss: v, reconBefore: r.reconBefore, reconAfter: r.reconAfter)
+            }
+            // Every rank computed the same losses; pick the lowest, or none when nothing beats the baseline.
+            let best = results.indices.min { (results[$0].validationLoss!, $0) < (results[$1].validationLoss!, $1) }!
+            chosen = results[best].validationLoss! < baseline! ? best : nil
+        }
+        if let k = chosen { try fold(solutions[k], layer: results[k].layer, storage: storage) }
+        let pick = chosen.map { results[$0] }
+        return CompensationReport(
+            layer: pick?.layer, shifts: shifts, reconBefore: pick?.reconBefore ?? .nan, reconAfter: pick?.reconAfter ?? .nan,
+            alpha: pick?.alpha ?? .nan, lambda: pick?.lambda ?? .nan, ridgeRaised: raisedAny, candidates: results,
+            baselineValidationLoss: baseline)
+    }
+}
+
+/// Rounds values to what `dtype` stores (BF16, F16) so that memory and the written file agree.
+func roundInPlace<F: Real>(_ p: UnsafeMutablePointer<F>, count: Int, to dtype: DType) {
+    switch dtype {
+    case .bf16: for i in 0..<count { p[i] = F(Double(bf16ToFloat(floatToBF16(Float(p[i].double))))) }
+    case .f16: for i in 0..<count { p[i] = F(Double(halfToFloat(floatToHalf(Float(p[i].double))))) }
+    default: break
+    }
+}

@@ -1,0 +1,198 @@
+// Stage 1 of GradMAP: K removal decisions on the current model. Iterative metrics score the model as it is
+// after the previous removals (one forward + backward per decision; sleb: one forward per candidate);
+// one-shot metrics (bi, angular) score the original model once. `--verify-top M` checks the M lowest-scored
+// candidates by the calibration loss with each removed and keeps the best. Every rank runs the same loop on
+// the same reduced scores, so decisions agree everywhere without extra messages.
+import Foundation
+
+public enum CompensationTarget: Sendable, Equatable {
+    case auto, shift, layer(Int)
+}
+
+public struct PruneOptions: Sendable {
+    public var metric: Metric = .gradmap
+    public var remove = 0
+    /// Remove exactly these layers (in this order) instead of scoring.
+    public var layers: [Int]? = nil
+    public var verifyTop = 1
+    public var protectFirst = 1
+    public var protectLast = 1
+    public var seed: UInt64 = 0
+    /// bi: rescore after each removal instead of one-shot.
+    public var iterative = false
+    public var gradientNorm: GradientNorm = .l1
+    public var microBatch = 1
+    /// nil: no compensation.
+    public var compensateAt: CompensationTarget? = .auto
+    public var ridge = 1e-2
+    public init() {}
+}
+
+public struct Decision: Sendable {
+    public let step: Int
+    public let removed: Int
+    /// The chosen layer's score (its calibration loss when chosen by verification).
+    public let score: Double
+    /// Score of every original layer at this decision, NaN once removed (or not scored).
+    public let scores: [Double]
+    /// (candidate, calibration loss without it) when --verify-top M > 1.
+    public let verified: [(Int, Double)]
+    public let seconds: Double
+}
+
+public final class Pruner<F: Real & MPIScalar>: @unchecked Sendable {
+    public let pipeline: Pipeline<F>
+    public let config: ModelConfig
+    public let data: TokenWindows
+    public let calibration: [Int]
+    public let validation: [Int]
+    public let options: PruneOptions
+    let seqLen: Int
+    public private(set) var kept: Set<Int>
+    var rng: SplitMix64
+    /// Receives progress lines (the CLI prints them on rank 0).
+    public var progress: ((String) -> Void)?
+
+    public init(
+        pipeline: Pipeline<F>, data: TokenWindows, calibration: [Int], validation: [Int], options: PruneOptions
+    ) throws {
+        self.pipeline = pipeline
+        config = pipeline.stage.config
+        self.data = data
+        self.calibration = calibration
+        self.validation = validation
+        self.options = options
+        seqLen = data.seqLen
+        kept = Set(0..<config.layers)
+        rng = SplitMix64(state: options.seed &+ 0x5eed)
+        try Pruner.validate(options, layers: config.layers)
+    }
+
+    /// Rejects impossible requests before any work (one line, the flag named).
+    public static func validate(_ o: PruneOptions, layers l: Int) throws {
+        guard o.protectFirst >= 0, o.protectLast >= 0 else { throw bad("--protect-first/--protect-last: must be ≥ 0") }
+        let unprotected = max(0, l - o.protectFirst - o.protectLast)
+        if let given = o.layers {
+            guard !given.isEmpty else { throw bad("--layers: empty list") }
+            for x in given where x < 0 || x >= l {
+                throw bad("--layers: layer \(x) is out of range; the model has layers 0..\(l - 1)")
+            }
+            if let dup = given.first(where: { x in given.filter { $0 == x }.count > 1 }) {
+                throw bad("--layers: layer \(dup) is given twice")
+            }
+            guard given.count < l else { throw bad("--layers: removing all \(l) layers leaves no model") }
+        } else {
+            guard o.remove >= 1 else { throw bad("--remove: must be at least 1, got \(o.remove)") }
+            guard o.remove < unprotected else {
+                throw bad("--remove \(o.remove): must be less than the \(unprotected) unprotected layers (\(l) layers, --protect-first \(o.protectFirst), --protect-last \(o.protectLast))")
+            }
+        }
+        guard o.verifyTop >= 1 else { throw bad("--verify-top: must be at least 1, got \(o.verifyTop)") }
+        guard o.microBatch >= 1 else { throw bad("--micro-batch: must be at least 1, got \(o.microBatch)") }
+        if case .layer(let j)? = o.compensateAt {
+            guard j >= 0 && j < l else { throw bad("--compensate-at \(j): out of range; the model has layers 0..\(l - 1)") }
+            if let given = o.layers, given.contains(j) {
+                throw bad("--compensate-at \(j): layer \(j) is removed by --layers")
+            }
+        }
+        guard o.ridge > 0 else { throw bad("--ridge: must be positive, got \(o.ridge)") }
+    }
+
+    /// Kept layers that may be removed, ascending.
+    func removable() -> [Int] {
+        kept.filter { $0 >= options.protectFirst && $0 < config.layers - options.protectLast }.sorted()
+    }
+
+    /// Calibration loss (mean NLL) of the current model with `extra` layers also skipped; forward only.
+    public func loss(without extra: Set<Int> = [], windows: [Int]? = nil) throws -> Double {
+        pipeline.setKept(kept.subtracting(extra))
+        defer { pipeline.setKept(kept) }
+        return try pipeline.run(data: data, windows: windows ?? calibration, microBatch: options.microBatch, backward: false).loss
+    }
+
+    /// Loss of the model with every layer.
+    public func originalLoss(windows: [Int]? = nil) throws -> Double {
+        pipeline.setKept(Set(0..<config.layers))
+        defer { pipeline.setKept(kept) }
+        return try pipeline.run(data: data, windows: windows ?? calibration, microBatch: options.microBatch, backward: false).loss
+    }
+
+    public func remove(_ layer: Int) {
+        kept.remove(layer)
+        pipeline.setKept(kept)
+    }
+
+    /// The K decisions (or the given --layers, unscored).
+    public func decide() throws -> [Decision] {
+        let start = DispatchTime.now().uptimeNanoseconds
+        var decisions: [Decision] = []
+        func elapsed() -> Double { Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 }
+        func record(_ layer: Int, _ score: Double, _ scores: [Double], _ verified: [(Int, Double)], _ t0: Double, total: Int) {
+            let d = Decision(step: decisions.count + 1, removed: layer, score: score, scores: scores, verified: verified, seconds: elapsed() - t0)
+            decisions.append(d)
+            remove(layer)
+            let done = elapsed()
+            let left = done / Double(d.step) * Double(total - d.step)
+            progress?(String(format: "decision %d/%d: removed layer %d (score %.6g)  elapsed %.1f s, ~%.0f s left",
+                             d.step, total, layer, score, done, left))
+        }
+        if let given = options.layers {
+            let nan = [Double](repeating: .nan, count: config.layers)
+            for layer in given { record(layer, .nan, nan, [], elapsed(), total: given.count) }
+            return decisions
+        }
+        let k = options.remove
+        switch options.metric {
+        case .angular:
+            let t0 = elapsed()
+            let scores = try angularScores(blockSize: k)
+            guard let startLayer = argmin(scores, among: Array(0..<config.layers)) else {
+                throw bad("--remove \(k): no block of \(k) consecutive unprotected layers")
+            }
+            for layer in startLayer..<(startLayer + k) {
+                var s = scores
+                for r in 0..<config.layers where !kept.contains(r) { s[r] = .nan }
+                record(layer, scores[startLayer], s, [], t0, total: k)
+            }
+        case .bi where !options.iterative:
+            let t0 = elapsed()
+            let scores = try score(.bi)
+            for _ in 0..<k {
+                var s = scores
+                for r in 0..<config.layers where !kept.contains(r) { s[r] = .nan }
+                let (layer, score, verified) = try choose(s)
+                record(layer, score, s, verified, t0, total: k)
+            }
+        default:
+            for _ in 0..<k {
+                let t0 = elapsed()
+                let scores = try score(options.metric)
+                let (layer, score, verified) = try choose(scores)
+                record(layer, score, scores, verified, t0, total: k)
+            }
+        }
+        return decisions
+    }
+
+    /// One decision's scores on the current model (angular: of each block of `remove` layers).
+    public func scoreOnce() throws -> [Double] {
+        options.metric == .angular ? try angularScores(blockSize: options.remove) : try score(options.metric)
+    }
+
+    /// The lowest-scored removable layer (ties: the lower index), or with --verify-top M the one among the
+    /// M lowest whose removal leaves the lowest calibration loss.
+    func choose(_ scores: [Double]) throws -> (Int, Double, [(Int, Double)]) {
+        let candidates = removable().filter { !scores[$0].isNaN }
+        guard !candidates.isEmpty else { throw GradMapError.runtime("no removable layer has a score") }
+        let ranked = candidates.sorted { (scores[$0], $0) < (scores[$1], $1) }
+        guard options.verifyTop > 1, options.metric != .sleb else { return (ranked[0], scores[ranked[0]], []) }
+        var verified: [(Int, Double)] = []
+        for c in ranked.prefix(options.verifyTop) { verified.append((c, try loss(without: [c]))) }
+        let best = verified.min { ($0.1, $0.0) < ($1.1, $1.0) }!
+        return (best.0, best.1, verified)
+    }
+
+    func argmin(_ scores: [Double], among layers: [Int]) -> Int? {
+        layers.filter { !scores[$0].isNaN }.min { (scores[$0], $0) < (scores[$1], $1) }
+    }
+}

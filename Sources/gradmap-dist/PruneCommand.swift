@@ -1,0 +1,231 @@
+// `gradmap-dist prune` and `gradmap-dist score`: GradMAP layer pruning and its baselines.
+import ArgumentParser
+import Foundation
+import GradMapCore
+
+extension Metric: ExpressibleByArgument {}
+extension GradientNorm: ExpressibleByArgument {}
+
+/// Inputs shared by prune and score: model, calibration data, metric.
+struct PruneInputs: ParsableArguments {
+    @OptionGroup var model: ModelOptions
+
+    @Option(name: .long, help: "Calibration token ids (raw little-endian uint32).")
+    var tokens: String?
+    @Option(name: .long, help: "Calibration text (UTF-8), tokenised with the model's tokenizer.")
+    var text: String?
+    @Option(name: .long, help: "Tokens per window (T).")
+    var seqLen: Int
+    @Option(name: .long, help: "Calibration windows, spread evenly over the token stream.")
+    var calibWindows: Int = 32
+    @Option(name: .long, help: "Validation windows for --compensate-at auto (default max(1, calib-windows/8)).")
+    var validationWindows: Int?
+    @Option(name: .long, help: "gradmap | fisher | gate | taylor | bi | angular | sleb | random")
+    var metric: Metric = .gradmap
+    @Option(name: .long, help: "Verify the M lowest-scored candidates by calibration loss.")
+    var verifyTop: Int = 1
+    @Option(name: .long, help: "Never remove the first N layers.")
+    var protectFirst: Int = 1
+    @Option(name: .long, help: "Never remove the last N layers.")
+    var protectLast: Int = 1
+    @Option(name: .long, help: "Seed for the random metric.")
+    var seed: UInt64 = 0
+    @Option(name: .long, help: "gradmap: l1 (mean |gradient|) or l2 (gradient norm per element).")
+    var gradientNorm: GradientNorm = .l1
+    @Flag(name: .long, help: "bi: rescore after each removal instead of one-shot.")
+    var iterative = false
+    @Option(name: .long, help: "Windows per micro-batch.")
+    var microBatch: Int = 1
+    @Option(name: .long, help: "Pipeline stages S (ranks = S × replicas); default min(ranks, layers).")
+    var stages: Int?
+
+    func validate() throws {
+        guard (tokens == nil) != (text == nil) else { throw ValidationError("give exactly one of --tokens FILE or --text FILE") }
+        guard seqLen >= 2 else { throw ValidationError("--seq-len: must be at least 2, got \(seqLen)") }
+        guard calibWindows >= 1 else { throw ValidationError("--calib-windows: must be at least 1, got \(calibWindows)") }
+        if let v = validationWindows, v < 1 { throw ValidationError("--validation-windows: must be at least 1, got \(v)") }
+    }
+
+    func options(remove: Int) -> PruneOptions {
+        var o = PruneOptions()
+        o.metric = metric; o.remove = remove; o.verifyTop = verifyTop; o.protectFirst = protectFirst
+        o.protectLast = protectLast; o.seed = seed; o.iterative = iterative; o.gradientNorm = gradientNorm
+        o.microBatch = microBatch
+        return o
+    }
+
+    /// Token windows and the calibration and validation window lists (method.md: spread over the stream).
+    func windows(_ ckpt: Checkpoint, validation wanted: Bool) throws -> (TokenWindows, [Int], [Int]) {
+        let data: TokenWindows
+        if let tokens {
+            data = try TokenWindows(path: tokens, seqLen: seqLen, vocabSize: ckpt.config.vocabSize)
+        } else {
+            data = try TokenWindows(path: text!, tokens: try TextTokens.encode(textFile: text!, model: ckpt), seqLen: seqLen,
+                                    vocabSize: ckpt.config.vocabSize)
+        }
+        let calib = try data.spreadWindows(calibWindows)
+        guard wanted else { return (data, calib, []) }
+        let rest = Array(Set(0..<data.windowCount).subtracting(calib)).sorted()
+        let v = validationWindows ?? max(1, calibWindows / 8)
+        guard v <= rest.count else {
+            throw GradMapError.badInput("--validation-windows \(v): only \(rest.count) windows are left after the \(calib.count) calibration windows of \(data.path)")
+        }
+        return (data, calib, (0..<v).map { rest[$0 * rest.count / v] })
+    }
+}
+
+struct PruneCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "prune", abstract: "Remove K decoder layers, optionally compensate, write a Hugging Face checkpoint.")
+
+    @OptionGroup var inputs: PruneInputs
+    @Option(name: .long, help: "Layers to remove (K).")
+    var remove: Int?
+    @Option(name: .long, help: "Remove exactly these layers (comma-separated original indices), without scoring.")
+    var layers: String?
+    @Option(name: .long, help: "Output folder (a Hugging Face checkpoint).")
+    var out: String
+    @Flag(inversion: .prefixedNo, help: "Fit and fold the projection compensation.")
+    var compensate = true
+    @Option(name: .long, help: "auto | shift | LAYER (original index).")
+    var compensateAt: String = "auto"
+    @Option(name: .long, help: "Ridge factor α: λ = α·tr(Σzzᵀ)/H.")
+    var ridge: Double = 1e-2
+    @Flag(name: .long, help: "Replace an existing --out folder.")
+    var force = false
+    @Flag(name: .long, help: "Print one JSON object on stdout (last).")
+    var json = false
+
+    func validate() throws {
+        guard (remove == nil) != (layers == nil) else { throw ValidationError("give exactly one of --remove K or --layers LIST") }
+    }
+
+    func parsedLayers() throws -> [Int]? {
+        guard let layers else { return nil }
+        return try layers.split(separator: ",").map { item in
+            guard let v = Int(item.trimmingCharacters(in: .whitespaces)) else {
+                throw GradMapError.badInput("--layers: '\(item)' is not a layer index")
+            }
+            return v
+        }
+    }
+
+    func target() throws -> CompensationTarget? {
+        guard compensate else { return nil }
+        switch compensateAt {
+        case "auto": return .auto
+        case "shift": return .shift
+        default:
+            guard let j = Int(compensateAt) else { throw GradMapError.badInput("--compensate-at: expected auto, shift or a layer index, got '\(compensateAt)'") }
+            return .layer(j)
+        }
+    }
+
+    func run() throws {
+        let started = DispatchTime.now()
+        let world = try Communicator.world()
+        let ckpt = try inputs.model.checkpoint()
+        var options = inputs.options(remove: remove ?? 0)
+        options.layers = try parsedLayers()
+        options.compensateAt = try target()
+        options.ridge = ridge
+        try Pruner<Float>.validate(options, layers: ckpt.config.layers)
+        try PrunedWriter<Float>.checkDestination(out, force: force)
+        let (data, calib, validation) = try inputs.windows(ckpt, validation: options.compensateAt == .auto)
+        let training = options.layers == nil && (inputs.metric.needsBackward)
+        let pipeline: Pipeline<Float> = try Pipeline.load(
+            world: world, checkpoint: ckpt, stages: inputs.stages, seqLen: inputs.seqLen,
+            microBatch: min(inputs.microBatch, calib.count), training: training)
+        let pruner = try Pruner(pipeline: pipeline, data: data, calibration: calib, validation: validation, options: options)
+        let log: (String) -> Void = { line in if world.rank == 0 { FileHandle.standardError.write(Data((line + "\n").utf8)) } }
+        pruner.progress = log
+        let original = try pruner.loss()
+        log(String(format: "calibration: %d windows of %d tokens; loss %.6f (ppl %.3f) before pruning", calib.count, inputs.seqLen, original, exp(original)))
+        let t0 = DispatchTime.now()
+        let decisions = try pruner.decide()
+        let scoring = elapsed(since: t0)
+        let pruned = try pruner.loss()
+        log(String(format: "pruned: loss %.6f (ppl %.3f)", pruned, exp(pruned)))
+        var comp: CompensationReport? = nil
+        var compensated: Double? = nil
+        let t1 = DispatchTime.now()
+        if let target = options.compensateAt {
+            comp = try pruner.compensate(target: target, storage: outputDType(ckpt))
+            if let j = comp?.layer {
+                compensated = try pruner.loss()
+                log(String(format: "compensated at layer %d: loss %.6f (ppl %.3f)", j, compensated!, exp(compensated!)))
+            } else {
+                log("compensation: no candidate lowered the validation loss; none applied")
+            }
+        }
+        let compensating = elapsed(since: t1)
+        let ranks = try pipeline.gatherRankStats()
+        var result = PruningResult(
+            metric: inputs.metric.rawValue, decisions: decisions, compensation: comp, calibLossOriginal: original,
+            calibLossPruned: pruned, calibLossCompensated: compensated, scoringSeconds: scoring,
+            compensationSeconds: compensating, writingSeconds: 0)
+        let t2 = DispatchTime.now()
+        let writer = PrunedWriter(pipeline: pipeline, source: ckpt, kept: pruner.kept, dtype: outputDType(ckpt))
+        var extra: [String: Data] = [:]
+        if world.rank == 0 {
+            extra["pruning_report.json"] = Data(report(result, calib: calib, validation: validation, ranks: ranks, total: elapsed(since: started)).render(indent: 2).utf8)
+            let title = "\(inputs.metric.rawValue): \(decisions.count) of \(ckpt.config.layers) layers removed from \(URL(fileURLWithPath: ckpt.path).lastPathComponent)"
+            extra["pruning_report.svg"] = Data(ScoreChart.svg(result, layers: ckpt.config.layers, title: title).utf8)
+        }
+        try writer.write(to: out, force: force, extraFiles: extra)
+        result.writingSeconds = elapsed(since: t2)
+        log(String(format: "wrote %@ (%.1f s in all)", out, elapsed(since: started)))
+        if world.rank == 0 && json { print(result.json.render()) }
+    }
+
+    /// The source dtype, kept; quantised GGUF weights are written as float32 (their exact dequantised values).
+    func outputDType(_ ckpt: Checkpoint) -> DType {
+        let d = ckpt.storageDType()
+        return [.f32, .f16, .bf16].contains(d) ? d : .f32
+    }
+
+    func report(_ r: PruningResult, calib: [Int], validation: [Int], ranks: [JSONValue], total: Double) -> JSONValue {
+        guard case .object(let fields) = r.json else { return r.json }
+        var out: [(String, JSONValue)] = [("command", .string(CommandLine.arguments.joined(separator: " ")))]
+        out += fields
+        out += [
+            ("seq_len", .int(inputs.seqLen)), ("seed", .int(Int(inputs.seed))),
+            ("calibration_windows", .array(calib.map { .int($0) })),
+            ("validation_windows", .array(validation.map { .int($0) })),
+            ("decisions", r.decisionDetail), ("compensation_detail", r.compensationDetail),
+            ("total_seconds", .double(total)), ("ranks", .array(ranks)),
+        ]
+        return .object(out)
+    }
+}
+
+struct ScoreCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "score", abstract: "Scores of one decision on the unpruned model, as JSON.")
+
+    @OptionGroup var inputs: PruneInputs
+    @Option(name: .long, help: "angular: block size n (layers removed together).")
+    var remove: Int = 1
+
+    func run() throws {
+        let world = try Communicator.world()
+        let ckpt = try inputs.model.checkpoint()
+        var options = inputs.options(remove: remove)
+        options.compensateAt = nil
+        try Pruner<Float>.validate(options, layers: ckpt.config.layers)
+        let (data, calib, _) = try inputs.windows(ckpt, validation: false)
+        let pipeline: Pipeline<Float> = try Pipeline.load(
+            world: world, checkpoint: ckpt, stages: inputs.stages, seqLen: inputs.seqLen,
+            microBatch: min(inputs.microBatch, calib.count), training: inputs.metric.needsBackward)
+        let pruner = try Pruner(pipeline: pipeline, data: data, calibration: calib, validation: [], options: options)
+        let t0 = DispatchTime.now()
+        let scores = try pruner.scoreOnce()
+        let seconds = elapsed(since: t0)
+        guard world.rank == 0 else { return }
+        print(JSONValue.object([
+            ("metric", .string(inputs.metric.rawValue)),
+            ("scores", .array(scores.map { $0.isNaN ? .null : .double($0) })),
+            ("calibration_windows", .array(calib.map { .int($0) })), ("seconds", .double(seconds)),
+        ]).render())
+    }
+}
