@@ -101,6 +101,8 @@ public final class SafeTensorsFile: @unchecked Sendable {
         madvise(UnsafeMutableRawPointer(mutating: file.bytes + lo), hi - lo, Int32(MADV_DONTNEED))
     }
 
+    var dataStartForTests: Int { dataStart }
+
     /// Raw bytes of a tensor inside the mapping.
     public func data(_ info: TensorInfo) -> UnsafeRawPointer { file.bytes + dataStart + info.begin }
 }

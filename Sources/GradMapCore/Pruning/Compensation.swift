@@ -148,14 +148,17 @@ extension Pruner {
         for i in 0..<h { traceB += s[hh + i * h + i] }
         var alpha = alpha
         var raised = false
-        for _ in 0..<8 {
-            let lambda = alpha * traceB / Double(h)
+        for _ in 0..<12 {
+            // λ scales with the MLP output's energy; a zero trace (no signal) falls back to λ = α.
+            let lambda = alpha * (traceB > 0 ? traceB / Double(h) : 1)
             var bm = Array(s[hh..<(2 * hh)])
             var x = [Double](repeating: 0, count: hh)  // Aᵀ + λI
             for i in 0..<h { for j in 0..<h { x[i * h + j] = s[j * h + i] } }
             for i in 0..<h { bm[i * h + i] += lambda; x[i * h + i] += lambda }
             let info = LAPACKE_dposv(LAPACK_ROW_MAJOR, Int8(UInt8(ascii: "U")), Int32(h), Int32(h), &bm, Int32(h), &x, Int32(h))
-            if info > 0 { alpha *= 10; raised = true; continue }
+            // Not positive definite (rounding can leave a rank-deficient Σzzᵀ slightly indefinite):
+            // raise the ridge, from at least 1e-6, and say so in the report.
+            if info > 0 { alpha = max(alpha * 10, 1e-6); raised = true; continue }
             guard info == 0 else { throw GradMapError.runtime("LAPACKE_dposv failed with info \(info)") }
             // x = B'⁻¹ A'ᵀ = Pᵀ.
             var p = [Double](repeating: 0, count: hh)

@@ -1,0 +1,165 @@
+// `gradmap-dist prune` and `score` as users run them: the written checkpoint's structure and loss, the same
+// decisions for any number of ranks, and bad input refused before anything is written.
+import Foundation
+import XCTest
+
+@testable import GradMapCore
+
+final class PruneCLITests: XCTestCase {
+    func json(_ r: ProcessResult) throws -> [String: Any] {
+        let line = r.stdout.split(separator: "\n").last.map(String.init) ?? ""
+        guard let o = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else {
+            throw GradMapError.runtime("no JSON: \(r.stdout) \(r.stderr)")
+        }
+        return o
+    }
+
+    func prune(_ model: String, _ out: String, _ extra: [String], np: Int = 1) throws -> ProcessResult {
+        let args = ["prune", "--model", model, "--tokens", model + "/tokens.bin", "--seq-len", "16", "--calib-windows", "8",
+                    "--out", out, "--json"] + extra
+        if np == 1 { return try runProcess(binaryPath, args) }
+        let flags = ["--allow-run-as-root", "--oversubscribe", "--mca", "mpi_yield_when_idle", "1", "--bind-to", "none", "-np", "\(np)"]
+        return try runProcess(DistributedTests.mpirun, flags + [binaryPath] + args, env: ["GRADMAP_BLAS_THREADS": "1"])
+    }
+
+    /// The calibration windows of a run as their own token file, to evaluate the written model on them.
+    func calibrationTokens(_ model: String, report: [String: Any]) throws -> String {
+        let windows = report["calibration_windows"] as! [Int]
+        let all = try Data(contentsOf: URL(fileURLWithPath: model + "/tokens.bin"))
+        var d = Data()
+        for w in windows { d.append(all[(w * 64)..<((w + 1) * 64)]) }
+        let path = temporaryDirectory("calib") + "/calib.bin"
+        try d.write(to: URL(fileURLWithPath: path))
+        return path
+    }
+
+    func testWrittenCheckpointStructureAndLoss() throws {
+        for (tied, dtype) in [(false, DType.f32), (true, DType.bf16)] {
+            let model = try makeModel(layers: 8, tied: tied, dtype: dtype)
+            let out = temporaryDirectory("out") + "/pruned"
+            let r = try prune(model, out, ["--remove", "3", "--compensate-at", "shift"])
+            XCTAssertEqual(r.status, 0, r.stderr)
+            let o = try json(r)
+            let removed = o["removed"] as! [Int]
+            XCTAssertEqual(removed.count, 3)
+            XCTAssertFalse(removed.contains(0) || removed.contains(7), "protected layers removed: \(removed)")
+            XCTAssertEqual((o["scores"] as! [[Any]]).count, 3)
+            // Files: shards, index, config, report.
+            let files = Set(try FileManager.default.contentsOfDirectory(atPath: out))
+            XCTAssertTrue(files.isSuperset(of: ["config.json", "model.safetensors.index.json", "pruning_report.json", "pruning_report.svg"]), "\(files)")
+            XCTAssertFalse(FileManager.default.fileExists(atPath: PrunedWriter<Float>.temporaryPath(for: out)))
+            let cfg = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/config.json"))) as! [String: Any]
+            XCTAssertEqual(cfg["num_hidden_layers"] as? Int, 5)
+            let ckpt = try Checkpoint(path: out)
+            let names = Set(ckpt.source.tensorNames)
+            XCTAssertEqual(names, ParamLayout.allNames(ckpt.config), "layers renumbered 0..4, nothing else")
+            XCTAssertEqual(names.contains("lm_head.weight"), !tied)
+            XCTAssertEqual(ckpt.storageDType(), dtype, "source dtype kept")
+            let folder = ckpt.source as! SafeTensorsFolder
+            for name in names {
+                let (file, info) = try folder.info(name)
+                XCTAssertEqual((file.tensors.values.map(\.begin).min()! + 8 + (file.dataStartForTests)) % 8, 0)
+                XCTAssertEqual(info.begin % 8, 0, "\(name) not 8-byte aligned")
+                XCTAssertEqual(file.metadata["format"], "pt")
+            }
+            // Kept layers are the originals, renumbered in order (an unmodified one compared bit for bit).
+            let kept = (0..<8).filter { !removed.contains($0) }
+            let src = try Checkpoint(path: model)
+            var a = [Float](repeating: 0, count: 16 * 16), b = a
+            try src.load("model.layers.\(kept[1]).self_attn.q_proj.weight", shape: [16, 16], into: &a)
+            try ckpt.load("model.layers.1.self_attn.q_proj.weight", shape: [16, 16], into: &b)
+            XCTAssertEqual(a, b)
+            // The written model's loss is the in-memory one.
+            let report = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/pruning_report.json"))) as! [String: Any]
+            let calib = try calibrationTokens(model, report: report)
+            let e = try runProcess(binaryPath, ["eval", "--model", out, "--tokens", calib, "--seq-len", "16", "--json"])
+            let evalLoss = (try json(e)["loss"] as! NSNumber).doubleValue
+            let losses = o["calib_loss"] as! [String: Any]
+            let inMemory = ((losses["compensated"] as? NSNumber) ?? (losses["pruned"] as! NSNumber)).doubleValue
+            XCTAssertEqual(evalLoss, inMemory, accuracy: 1e-5 * inMemory, "tied=\(tied) \(dtype)")
+            XCTAssertNotNil(o["compensation"] as? [String: Any])
+            // The report carries the command line, windows and per-rank timings; the chart is an SVG.
+            XCTAssertTrue((report["command"] as! String).contains("prune"))
+            XCTAssertEqual((report["ranks"] as! [Any]).count, 1)
+            let svg = try String(contentsOfFile: out + "/pruning_report.svg", encoding: .utf8)
+            XCTAssertTrue(svg.hasPrefix("<svg") && svg.contains("j* ="))
+        }
+    }
+
+    func testDecisionsAreTheSameForAnyNumberOfRanks() throws {
+        let model = try makeModel(layers: 8, seed: 21)
+        for metric in ["gradmap", "fisher", "bi", "sleb"] {
+            var reference: [String: Any]? = nil
+            for (np, stages) in [(1, 1), (2, 2), (4, 2)] {
+                let out = temporaryDirectory("ranks") + "/p"
+                let r = try prune(model, out, ["--remove", "2", "--metric", metric, "--stages", "\(stages)", "--compensate-at", "auto",
+                                               "--micro-batch", "2"], np: np)
+                XCTAssertEqual(r.status, 0, "\(metric) np=\(np): \(r.stderr)")
+                let o = try json(r)
+                guard let ref = reference else { reference = o; continue }
+                XCTAssertEqual(o["removed"] as! [Int], ref["removed"] as! [Int], "\(metric) np=\(np)")
+                let s = (o["scores"] as! [[Any]]).flatMap { $0 }.compactMap { ($0 as? NSNumber)?.doubleValue }
+                let rs = (ref["scores"] as! [[Any]]).flatMap { $0 }.compactMap { ($0 as? NSNumber)?.doubleValue }
+                XCTAssertEqual(s.count, rs.count)
+                for (x, y) in zip(s, rs) { XCTAssertEqual(x, y, accuracy: 1e-5 * max(abs(y), 1e-3), "\(metric) np=\(np) scores") }
+                let l = o["calib_loss"] as! [String: Any], rl = ref["calib_loss"] as! [String: Any]
+                for key in ["original", "pruned"] {
+                    XCTAssertEqual((l[key] as! NSNumber).doubleValue, (rl[key] as! NSNumber).doubleValue, accuracy: 1e-5, "\(metric) np=\(np) \(key)")
+                }
+                XCTAssertEqual((o["compensation"] as? [String: Any])?["layer"] as? Int, (ref["compensation"] as? [String: Any])?["layer"] as? Int)
+            }
+        }
+    }
+
+    func testGivenLayersAndScore() throws {
+        let model = try makeModel(layers: 6)
+        let out = temporaryDirectory("given") + "/p"
+        let r = try prune(model, out, ["--layers", "3,1", "--no-compensate"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertEqual(try json(r)["removed"] as! [Int], [3, 1])
+        XCTAssertEqual(try Checkpoint(path: out).config.layers, 4)
+        let s = try runProcess(binaryPath, ["score", "--model", model, "--tokens", model + "/tokens.bin", "--seq-len", "16",
+                                            "--calib-windows", "4", "--metric", "taylor"])
+        XCTAssertEqual(s.status, 0, s.stderr)
+        let scores = try json(s)["scores"] as! [Any]
+        XCTAssertEqual(scores.count, 6)
+        XCTAssertTrue(scores.allSatisfy { ($0 as? NSNumber).map { $0.doubleValue > 0 } ?? false })
+    }
+
+    func testBadInputIsRefusedAndNothingIsWritten() throws {
+        let model = try makeModel(layers: 6)
+        let parent = temporaryDirectory("badprune")
+        let out = parent + "/p"
+        let file = parent + "/a-file"
+        FileManager.default.createFile(atPath: file, contents: Data("x".utf8))
+        let short = parent + "/short.bin"
+        FileManager.default.createFile(atPath: short, contents: Data(count: 4 * 10))
+        let cases: [([String], String)] = [
+            (["--remove", "4"], "--remove 4"),
+            (["--layers", "2,9"], "--layers: layer 9"),
+            (["--layers", "2,3,2"], "--layers: layer 2 is given twice"),
+            (["--layers", "2,3", "--compensate-at", "3"], "--compensate-at 3"),
+            (["--remove", "1", "--compensate-at", "bogus"], "--compensate-at"),
+            (["--remove", "1", "--calib-windows", "100"], "fewer than the 100"),
+        ]
+        for (extra, mention) in cases {
+            let r = try prune(model, out, extra)
+            XCTAssertEqual(r.status, 2, "\(extra): \(r.stderr)")
+            XCTAssertTrue(r.stderr.contains(mention), "\(extra): '\(r.stderr)' lacks \(mention)")
+            XCTAssertEqual(r.stderr.split(separator: "\n").count, 1, r.stderr)
+        }
+        let f = try prune(model, file, ["--remove", "1"])
+        XCTAssertEqual(f.status, 2)
+        XCTAssertTrue(f.stderr.contains("is a file"), f.stderr)
+        let s = try runProcess(binaryPath, ["prune", "--model", model, "--tokens", short, "--seq-len", "16", "--remove", "1", "--out", out])
+        XCTAssertEqual(s.status, 2)
+        XCTAssertTrue(s.stderr.contains("shorter than one window"), s.stderr)
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: parent).sorted(), ["a-file", "short.bin"], "nothing written")
+        // An existing --out is kept unless --force.
+        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: false)
+        let e = try prune(model, out, ["--remove", "1"])
+        XCTAssertEqual(e.status, 2)
+        XCTAssertTrue(e.stderr.contains("already exists"), e.stderr)
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: out), [])
+    }
+}
