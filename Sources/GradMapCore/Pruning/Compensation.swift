@@ -116,11 +116,12 @@ extension Pruner {
                     for e in 0..<(t * h) {
                         let row = j * t * h + e
                         let i = e % h
-                        let u = Double(tap.u[row])
+                        // With a down bias b: h' = u + P·D·a + b, so the target of P·z is y - u - b.
+                        let u = Double(tap.u[row]) + (bias.map { Double($0[i]) } ?? 0)
                         let yv = Double(yw[e])
                         let r = yv - u
                         rd[row] = r
-                        zd[row] = Double(tap.out[row]) - u - (bias.map { Double($0[i]) } ?? 0)
+                        zd[row] = Double(tap.out[row]) - u
                         rr += r * r; yy += yv * yv
                     }
                 }
