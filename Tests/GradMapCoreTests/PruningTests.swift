@@ -100,6 +100,25 @@ final class PruningTests: XCTestCase {
     }
 }
 
+extension PruningTests {
+    func testCandidateSweepEqualsOneForwardPerCandidate() throws {
+        let dir = try makeModel(layers: 7, seed: 3)
+        let ckpt = try Checkpoint(path: dir)
+        let data = try TokenWindows(path: dir + "/tokens.bin", seqLen: 16, vocabSize: 64)
+        var o = PruneOptions()
+        o.layers = [2]
+        let pipeline: Pipeline<Float> = try Pipeline.load(world: .solo, checkpoint: ckpt, stages: 1, seqLen: 16, microBatch: 3, training: false)
+        let pruner = try Pruner(pipeline: pipeline, data: data, calibration: try data.spreadWindows(7), validation: [], options: o)
+        _ = try pruner.decide()
+        let candidates = [5, 1, 3, 4]
+        let swept = try pruner.lossesWithout(candidates)
+        for (c, v) in zip(candidates, swept) {
+            // Same layer computations on the same inputs: equal up to float32 summation order (none here).
+            XCTAssertEqual(v, try pruner.loss(without: [c]), accuracy: 1e-6, "candidate \(c)")
+        }
+    }
+}
+
 extension Pruner {
     /// Test convenience: the calibration loss, crashing on error.
     func loss() -> Double { try! loss(without: []) }

@@ -144,6 +144,22 @@ public final class Stage<F: Real>: @unchecked Sendable {
         }
     }
 
+    /// Runs `layers` (in order) on inp[N, H] without touching the stored activations of slot 0's later
+    /// backward, ping-ponging between two scratch buffers; returns where the result is.
+    func runLayers(
+        _ layers: ArraySlice<Int>, b: Int, from inp: UnsafeMutablePointer<F>,
+        scratch: (UnsafeMutablePointer<F>, UnsafeMutablePointer<F>)
+    ) -> UnsafeMutablePointer<F> {
+        var current = inp
+        var next = scratch.0
+        for l in layers {
+            layerForward(l, b: b, inp: current, out: next, x: internalsFor(slot: 0, layer: l))
+            current = next
+            next = next == scratch.0 ? scratch.1 : scratch.0
+        }
+        return current
+    }
+
     func layerForward(
         _ l: Int, b: Int, inp: UnsafeMutablePointer<F>, out: UnsafeMutablePointer<F>, x: LayerInternals<F>
     ) {
@@ -234,10 +250,17 @@ public final class Stage<F: Real>: @unchecked Sendable {
         ids: UnsafePointer<UInt32>, b: Int, slot: Int, gradScale: F?,
         onLogits: ((Int, UnsafePointer<F>) -> Void)? = nil
     ) -> Double {
+        head(hidden: outputs[slot].pointer, ids: ids, b: b, gradScale: gradScale, onLogits: onLogits)
+    }
+
+    /// The same on any final hidden state hL[N, H].
+    public func head(
+        hidden hL: UnsafePointer<F>, ids: UnsafePointer<UInt32>, b: Int, gradScale: F?,
+        onLogits: ((Int, UnsafePointer<F>) -> Void)? = nil
+    ) -> Double {
         let c = config
         let t = seqLen, n = b * t, h = c.hidden, v = c.vocabSize
         let hs = head!
-        let hL = outputs[slot].pointer
         let normW = params.value("model.norm.weight")
         let outW = c.tieEmbeddings ? params.value("model.embed_tokens.weight") : params.value("lm_head.weight")
         rmsnormForward(hs.lnf.pointer, hs.rstdf.pointer, hL, normW, n: n, c: h, eps: F(c.rmsEps))

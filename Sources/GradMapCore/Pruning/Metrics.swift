@@ -72,7 +72,8 @@ extension Pruner {
             return try finish(sums) { v, c in 1 - v / c }
         case .sleb:
             var scores = [Double](repeating: .nan, count: l)
-            for c in removable() { scores[c] = try loss(without: [c]) }
+            let candidates = removable()
+            for (c, v) in zip(candidates, try lossesWithout(candidates)) { scores[c] = v }
             return scores
         case .random:
             var scores = [Double](repeating: .nan, count: l)

@@ -110,6 +110,11 @@ public final class Pruner<F: Real & MPIScalar>: @unchecked Sendable {
         return try pipeline.run(data: data, windows: windows ?? calibration, microBatch: options.microBatch, backward: false).loss
     }
 
+    /// Calibration loss of the current model with each candidate removed in turn (one reusing sweep).
+    func lossesWithout(_ candidates: [Int]) throws -> [Double] {
+        try pipeline.sweep(data: data, windows: calibration, microBatch: options.microBatch, candidates: candidates)
+    }
+
     /// Loss of the model with every layer.
     public func originalLoss(windows: [Int]? = nil) throws -> Double {
         pipeline.setKept(Set(0..<config.layers))
@@ -186,8 +191,8 @@ public final class Pruner<F: Real & MPIScalar>: @unchecked Sendable {
         guard !candidates.isEmpty else { throw GradMapError.runtime("no removable layer has a score") }
         let ranked = candidates.sorted { (scores[$0], $0) < (scores[$1], $1) }
         guard options.verifyTop > 1, options.metric != .sleb else { return (ranked[0], scores[ranked[0]], []) }
-        var verified: [(Int, Double)] = []
-        for c in ranked.prefix(options.verifyTop) { verified.append((c, try loss(without: [c]))) }
+        let top = Array(ranked.prefix(options.verifyTop))
+        let verified = Array(zip(top, try lossesWithout(top)))
         let best = verified.min { ($0.1, $0.0) < ($1.1, $1.0) }!
         return (best.0, best.1, verified)
     }
