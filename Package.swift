@@ -22,7 +22,7 @@ let package = Package(
             providers: [.apt(["libopenblas-dev", "liblapacke-dev"])]),
         .target(
             name: "GradMapCore", dependencies: ["CMPI", "CBLAS"],
-            swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]),
+            swiftSettings: [.unsafeFlags(["-Ounchecked", "-cross-module-optimization"], .when(configuration: .release))]),
         .executableTarget(
             name: "gradmap-dist",
             dependencies: ["GradMapCore", .product(name: "ArgumentParser", package: "swift-argument-parser")]),

@@ -72,8 +72,13 @@ public func floatToHalf(_ f: Float) -> UInt16 {
     return sign | UInt16(half)
 }
 
-/// Widens `count` stored elements at `src` into dst, any float dtype → F.
+/// Widens `count` stored elements at `src` into dst, any float dtype → F. Called through the TensorSource
+/// existential, so it is not specialised: the Float case goes to concrete loops.
 func widen<F: Real>(_ src: UnsafeRawPointer, dtype: DType, count: Int, into dst: UnsafeMutablePointer<F>) {
+    if F.self == Float.self {
+        widenToFloat(src, dtype: dtype, count: count, into: UnsafeMutableRawPointer(dst).assumingMemoryBound(to: Float.self))
+        return
+    }
     switch dtype {
     case .f32:
         for i in 0..<count { dst[i] = F(Double(src.loadUnaligned(fromByteOffset: 4 * i, as: Float.self))) }
@@ -83,6 +88,21 @@ func widen<F: Real>(_ src: UnsafeRawPointer, dtype: DType, count: Int, into dst:
         for i in 0..<count { dst[i] = F(Double(bf16ToFloat(src.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)))) }
     case .f64:
         for i in 0..<count { dst[i] = F(src.loadUnaligned(fromByteOffset: 8 * i, as: Double.self)) }
+    default:
+        preconditionFailure("widen: \(dtype) is not a float dtype")
+    }
+}
+
+func widenToFloat(_ src: UnsafeRawPointer, dtype: DType, count: Int, into dst: UnsafeMutablePointer<Float>) {
+    switch dtype {
+    case .f32:
+        UnsafeMutableRawPointer(dst).copyMemory(from: src, byteCount: 4 * count)
+    case .f16:
+        for i in 0..<count { dst[i] = halfToFloat(src.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)) }
+    case .bf16:
+        for i in 0..<count { dst[i] = bf16ToFloat(src.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)) }
+    case .f64:
+        for i in 0..<count { dst[i] = Float(src.loadUnaligned(fromByteOffset: 8 * i, as: Double.self)) }
     default:
         preconditionFailure("widen: \(dtype) is not a float dtype")
     }
