@@ -38,9 +38,17 @@ struct PruneInputs: ParsableArguments {
     var microBatch: Int = 1
     @Option(name: .long, help: "Pipeline stages S (ranks = S × replicas); default min(ranks, layers).")
     var stages: Int?
+    @Option(name: .long, help: "Held-out token ids: report perplexity before pruning, after, and after compensation.")
+    var evalTokens: String?
+    @Option(name: .long, help: "Held-out text for the same (tokenised with the model's tokenizer).")
+    var evalText: String?
+    @Option(name: .long, help: "Evaluate on N windows spread evenly over the held-out stream (default: all).")
+    var evalWindows: Int?
 
     func validate() throws {
         guard (tokens == nil) != (text == nil) else { throw ValidationError("give exactly one of --tokens FILE or --text FILE") }
+        guard evalTokens == nil || evalText == nil else { throw ValidationError("give at most one of --eval-tokens FILE or --eval-text FILE") }
+        if let n = evalWindows, n < 1 { throw ValidationError("--eval-windows: must be at least 1, got \(n)") }
         guard seqLen >= 2 else { throw ValidationError("--seq-len: must be at least 2, got \(seqLen)") }
         guard calibWindows >= 1 else { throw ValidationError("--calib-windows: must be at least 1, got \(calibWindows)") }
         if let v = validationWindows, v < 1 { throw ValidationError("--validation-windows: must be at least 1, got \(v)") }
@@ -52,6 +60,20 @@ struct PruneInputs: ParsableArguments {
         o.protectLast = protectLast; o.seed = seed; o.iterative = iterative; o.gradientNorm = gradientNorm
         o.microBatch = microBatch
         return o
+    }
+
+    /// Held-out windows for perplexity, when asked for.
+    func evaluation(_ ckpt: Checkpoint) throws -> (TokenWindows, [Int])? {
+        let data: TokenWindows
+        if let evalTokens {
+            data = try TokenWindows(path: evalTokens, seqLen: seqLen, vocabSize: ckpt.config.vocabSize)
+        } else if let evalText {
+            data = try TokenWindows(path: evalText, tokens: try TextTokens.encode(textFile: evalText, model: ckpt), seqLen: seqLen,
+                                    vocabSize: ckpt.config.vocabSize)
+        } else {
+            return nil
+        }
+        return (data, try data.spreadWindows(min(evalWindows ?? data.windowCount, data.windowCount)))
     }
 
     /// Token windows and the calibration and validation window lists (method.md: spread over the stream).
@@ -139,6 +161,17 @@ struct PruneCommand: ParsableCommand {
         let pruner = try Pruner(pipeline: pipeline, data: data, calibration: calib, validation: validation, options: options)
         let log: (String) -> Void = { line in if world.rank == 0 { FileHandle.standardError.write(Data((line + "\n").utf8)) } }
         pruner.progress = log
+        let heldOut = try inputs.evaluation(ckpt)
+        var evalRows: [(String, JSONValue)] = []
+        func evaluate(_ label: String) throws {
+            guard let (evalData, evalList) = heldOut else { return }
+            let t = DispatchTime.now()
+            let r = try pipeline.run(data: evalData, windows: evalList, microBatch: inputs.microBatch, backward: false)
+            let seconds = elapsed(since: t)
+            evalRows.append(("ppl_" + label, .double(exp(r.loss))))
+            log(String(format: "held-out perplexity %@: %.3f (%d windows of %d tokens, %.1f s)", label, exp(r.loss), evalList.count, inputs.seqLen, seconds))
+        }
+        try evaluate("original")
         let original = try pruner.loss()
         log(String(format: "calibration: %d windows of %d tokens; loss %.6f (ppl %.3f) before pruning", calib.count, inputs.seqLen, original, exp(original)))
         let t0 = DispatchTime.now()
@@ -146,6 +179,7 @@ struct PruneCommand: ParsableCommand {
         let scoring = elapsed(since: t0)
         let pruned = try pruner.loss()
         log(String(format: "pruned: loss %.6f (ppl %.3f)", pruned, exp(pruned)))
+        try evaluate("pruned")
         var comp: CompensationReport? = nil
         var compensated: Double? = nil
         let t1 = DispatchTime.now()
@@ -154,6 +188,7 @@ struct PruneCommand: ParsableCommand {
             if let j = comp?.layer {
                 compensated = try pruner.loss()
                 log(String(format: "compensated at layer %d: loss %.6f (ppl %.3f)", j, compensated!, exp(compensated!)))
+                try evaluate("compensated")
             } else {
                 log("compensation: no candidate lowered the validation loss; none applied")
             }
@@ -161,21 +196,33 @@ struct PruneCommand: ParsableCommand {
         let compensating = elapsed(since: t1)
         let ranks = try pipeline.gatherRankStats()
         var result = PruningResult(
-            metric: inputs.metric.rawValue, decisions: decisions, compensation: comp, calibLossOriginal: original,
+            metric: options.layers == nil ? inputs.metric.rawValue : "given", decisions: decisions, compensation: comp, calibLossOriginal: original,
             calibLossPruned: pruned, calibLossCompensated: compensated, scoringSeconds: scoring,
             compensationSeconds: compensating, writingSeconds: 0)
         let t2 = DispatchTime.now()
         let writer = PrunedWriter(pipeline: pipeline, source: ckpt, kept: pruner.kept, dtype: outputDType(ckpt))
         var extra: [String: Data] = [:]
         if world.rank == 0 {
-            extra["pruning_report.json"] = Data(report(result, calib: calib, validation: validation, ranks: ranks, total: elapsed(since: started)).render(indent: 2).utf8)
+            var rep = report(result, calib: calib, validation: validation, ranks: ranks, total: elapsed(since: started))
+            if case .object(var fields) = rep, let (_, list) = heldOut {
+                fields.append(("eval", .object([("windows", .int(list.count)), ("window_indices", .array(list.map { .int($0) }))] + evalRows)))
+                rep = .object(fields)
+            }
+            extra["pruning_report.json"] = Data(rep.render(indent: 2).utf8)
             let title = "\(inputs.metric.rawValue): \(decisions.count) of \(ckpt.config.layers) layers removed from \(URL(fileURLWithPath: ckpt.path).lastPathComponent)"
             extra["pruning_report.svg"] = Data(ScoreChart.svg(result, layers: ckpt.config.layers, title: title).utf8)
         }
         try writer.write(to: out, force: force, extraFiles: extra)
         result.writingSeconds = elapsed(since: t2)
         log(String(format: "wrote %@ (%.1f s in all)", out, elapsed(since: started)))
-        if world.rank == 0 && json { print(result.json.render()) }
+        if world.rank == 0 && json {
+            var object = result.json
+            if case .object(var fields) = object, let (_, list) = heldOut {
+                fields.append(("eval", .object([("windows", .int(list.count))] + evalRows)))
+                object = .object(fields)
+            }
+            print(object.render())
+        }
     }
 
     /// The source dtype, kept; quantised GGUF weights are written as float32 (their exact dequantised values).
