@@ -9,7 +9,9 @@ struct GradMapDist: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gradmap-dist",
         abstract: "Prune whole decoder layers from LLaMA-family models (GradMAP and baselines).",
-        subcommands: [EvalCommand.self, GradStatsCommand.self, InspectCommand.self, BenchGemmCommand.self])
+        subcommands: [
+            EvalCommand.self, GradStatsCommand.self, InspectCommand.self, TokenizeCommand.self, BenchGemmCommand.self,
+        ])
 
     static func main() {
         BLASRuntime.ensureCoreType()
