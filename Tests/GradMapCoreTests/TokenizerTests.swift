@@ -145,6 +145,22 @@ final class TokenizerTests: XCTestCase {
         XCTAssertLessThan(seconds, 10, "\(text.unicodeScalars.count) characters took \(seconds) s")
     }
 
+    /// ignore_merges (LLaMA-3): a word that is itself in the vocabulary is one token even when no merge path
+    /// reaches it. Expected ids from Python `tokenizers` with the same edit.
+    func testIgnoreMerges() throws {
+        let dir = Self.root + "/llama3_split"
+        var json = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/tokenizer.json"))) as! [String: Any]
+        var model = json["model"] as! [String: Any]
+        var vocab = model["vocab"] as! [String: Any]
+        vocab["Ġzzyzx"] = 5000
+        model["vocab"] = vocab
+        json["model"] = model
+        XCTAssertEqual(try Tokenizer(json: json, source: "edited").encode("a zzyzx b"), [68, 5000, 289])
+        model["ignore_merges"] = false
+        json["model"] = model
+        XCTAssertEqual(try Tokenizer(json: json, source: "edited").encode("a zzyzx b"), [68, 224, 93, 93, 92, 93, 91, 289])
+    }
+
     func testPatternRegexSemantics() throws {
         func pieces(_ pattern: String, _ text: String) throws -> [String] {
             let s = scalarValues(text)
