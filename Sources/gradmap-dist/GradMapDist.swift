@@ -9,7 +9,10 @@ struct GradMapDist: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gradmap-dist",
         abstract: "Prune whole decoder layers from LLaMA-family models (GradMAP and baselines).",
-        subcommands: [EvalCommand.self, GradStatsCommand.self, InspectCommand.self, PruneCommand.self, ScoreCommand.self, BenchGemmCommand.self])
+        subcommands: [
+            PruneCommand.self, ScoreCommand.self, EvalCommand.self, GradStatsCommand.self, InspectCommand.self,
+            TokenizeCommand.self, BenchGemmCommand.self,
+        ])
 
     static func main() {
         BLASRuntime.ensureCoreType()

@@ -1,12 +1,9 @@
-// Text → token ids with the model's own tokenizer (tokenizer.json of a folder, or a GGUF's metadata).
-import Foundation
+// Text → token ids with the model's own tokenizer (tokenizer.json of a folder, or a GGUF's metadata), as
+// --text and --eval-text use it: no BOS, the whole file encoded once (method.md's protocol).
 
 public enum TextTokens {
-    /// Set by the tokenizer module: encodes a UTF-8 text file with the checkpoint's tokenizer.
-    nonisolated(unsafe) public static var encoder: ((String, Checkpoint) throws -> [UInt32])? = nil
-
     public static func encode(textFile: String, model: Checkpoint) throws -> [UInt32] {
-        guard let encoder else { throw bad("--text \(textFile): this build has no tokenizer; use --tokens") }
-        return try encoder(textFile, model)
+        let text = try readUTF8Text(path: textFile)
+        return try Tokenizer(model: model.path).encode(text)
     }
 }

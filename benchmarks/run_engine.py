@@ -1,0 +1,334 @@
+#!/usr/bin/env python3
+"""Throughput of the gradmap-dist engine on a random LLaMA, against this machine's sgemm and PyTorch.
+
+Usage:
+  python3 benchmarks/run_engine.py [--preset 100m|tiny] [--binary PATH] [--no-torch] [--out FILE]
+
+Steps:
+  1. Unless --binary is given: `swift build -c release --scratch-path .build-bench` (a scratch folder
+     of its own, so a concurrent debug build in .build is not locked) and use
+     .build-bench/release/gradmap-dist.
+  2. benchmarks/make_random_model.py --preset P (skipped when the model already exists).
+  3. For each micro-batch size: `gradmap-dist eval` (forward + loss) and `gradmap-dist grad-stats`
+     (forward + backward of the mean loss), each run --runs times on the first --windows windows of
+     T tokens; the best (lowest) `seconds` counts. Those seconds are compute only (no loading).
+  4. `gradmap-dist bench-gemm` at the model's matmul shapes, M x N x K with M = rows:
+     linears [N, q_dim, H], [N, kv_dim, H], [N, H, q_dim], [N, I, H], [N, H, I], [N, V, H] for
+     N = micro-batch * T, plus the shapes the engine actually runs per window: lm_head [T, V, H]
+     and the attention products [T, T, hd] (scores) and [T, hd, T] (P.V).
+  5. Analytic model FLOPs (multiply-add = 2) for B windows of T tokens, N = B*T:
+       forward  = 2*N*(decoder matrix params) + L * 2*2*B*T^2*nh*hd (QK^T and PV, the full T x T
+                  square, since the engine computes it all and masks) + 2*N*V*H (lm_head)
+       backward = 2 x forward (every product has two backward products: dX and dW for linears,
+                  dP/dV and dQ/dK for attention). The engine also recomputes QK^T in the backward;
+                  that is not counted (model FLOPs, not executed FLOPs).
+     Achieved GFLOP/s = FLOPs / best seconds. The sgemm reference is what the same FLOPs would take
+     if every product ran at the bench-gemm rate of its shape:
+       ref = sum(flops_i) / sum(flops_i / gflops_i)   (FLOP-weighted harmonic mean)
+     with lm_head at the per-window [T, V, H] rate and attention at the [T, T, hd] / [T, hd, T] rates.
+  6. Unless --no-torch: PyTorch (float32, CPU, torch.set_num_threads(threads of the engine), default
+     attention implementation) on the same windows and micro-batches: no_grad forward with the loss, and
+     forward + backward; best of --runs. The loss is printed next to the engine's as a sanity check.
+
+Prints markdown tables and writes JSON (default .cache/bench/engine.json for 100m,
+.cache/bench/engine-<preset>.json otherwise).
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+DEFAULTS = {
+    # windows, seq_len, micro-batches, bench-gemm seconds per shape
+    "100m": dict(windows=8, seq_len=256, micro_batches="1,4", gemm_seconds=1.0),
+    "tiny": dict(windows=8, seq_len=32, micro_batches="1,4", gemm_seconds=0.05),
+}
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def run_json(cmd):
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode != 0:
+        sys.exit(f"command failed ({p.returncode}): {' '.join(cmd)}\n{p.stderr}")
+    return json.loads(p.stdout)
+
+
+def cpu_model():
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def cpu_busy(seconds=1.0):
+    """Fraction of all CPUs busy over `seconds` while this script sleeps: work of other processes."""
+    def snap():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        idle = v[3] + (v[4] if len(v) > 4 else 0)
+        return sum(v), idle
+    try:
+        t0, i0 = snap()
+        time.sleep(seconds)
+        t1, i1 = snap()
+        return round(1 - (i1 - i0) / max(1, t1 - t0), 3)
+    except OSError:
+        return None
+
+
+def git_state():
+    def git(*a):
+        p = subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True)
+        return p.stdout.strip() if p.returncode == 0 else None
+    status = git("status", "--porcelain", "--", "Sources", "Package.swift")
+    return {"commit": git("rev-parse", "--short", "HEAD"), "sources_modified": bool(status) if status is not None else None}
+
+
+def shape_key(m, n, k):
+    return f"{m}x{n}x{k}"
+
+
+def flop_terms(cfg, windows, mb, t):
+    """[(name, shape key for the rate, flops)] of one forward over `windows` windows of t tokens, run in
+    micro-batches of mb windows (the micro-batch sets the shapes, hence the sgemm rate, not the FLOPs)."""
+    h, i, v, L = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"], cfg["num_hidden_layers"]
+    nh, nkv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    hd = cfg.get("head_dim") or h // nh
+    qd, kvd, n, m, b = nh * hd, nkv * hd, windows * t, mb * t, windows
+    terms = [
+        ("q_proj", shape_key(m, qd, h), L * 2 * n * qd * h),
+        ("k_proj+v_proj", shape_key(m, kvd, h), L * 2 * 2 * n * kvd * h),
+        ("o_proj", shape_key(m, h, qd), L * 2 * n * h * qd),
+        ("gate_proj+up_proj", shape_key(m, i, h), L * 2 * 2 * n * i * h),
+        ("down_proj", shape_key(m, h, i), L * 2 * n * h * i),
+        ("attention QK^T", shape_key(t, t, hd), L * 2 * b * nh * t * t * hd),
+        ("attention PV", shape_key(t, hd, t), L * 2 * b * nh * t * t * hd),
+        ("lm_head", shape_key(t, v, h), 2 * n * v * h),
+    ]
+    return terms
+
+
+def gemm_shapes(cfg, b, t):
+    h, i, v = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
+    nh, nkv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    hd = cfg.get("head_dim") or h // nh
+    n = b * t
+    return [(n, nh * hd, h), (n, nkv * hd, h), (n, h, nh * hd), (n, i, h), (n, h, i), (n, v, h),
+            (t, v, h), (t, t, hd), (t, hd, t)]
+
+
+def torch_times(model_dir, tokens, t, windows, micro_batch, runs, threads):
+    import numpy as np
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.set_num_threads(threads)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model.eval()
+    ids = torch.from_numpy(np.fromfile(tokens, dtype="<u4")[: windows * t].astype(np.int64)).view(windows, t)
+    batches = [ids[s : s + micro_batch] for s in range(0, windows, micro_batch)]
+
+    def eval_pass():
+        total = 0.0
+        with torch.no_grad():
+            for x in batches:
+                total += model(input_ids=x, labels=x).loss.item() * x.shape[0]
+        return total / windows
+
+    def grad_pass():
+        for p in model.parameters():
+            p.grad = None
+        total = 0.0
+        for x in batches:
+            loss = model(input_ids=x, labels=x).loss
+            (loss * (x.shape[0] / windows)).backward()
+            total += loss.item() * x.shape[0]
+        return total / windows
+
+    out = {"attn_implementation": getattr(model.config, "_attn_implementation", None)}
+    for name, fn in (("eval", eval_pass), ("grad", grad_pass)):
+        best, loss = float("inf"), None
+        for _ in range(runs):
+            start = time.perf_counter()
+            loss = fn()
+            best = min(best, time.perf_counter() - start)
+        out[name] = {"seconds": best, "loss": loss}
+    return out
+
+
+def derive(results):
+    """FLOPs, GFLOP/s and the sgemm reference of every engine row (from the raw seconds and rates)."""
+    cfg, windows, t = results["config"], results["windows"], results["seq_len"]
+    rate = {shape_key(s["m"], s["n"], s["k"]): s["gflops"] for s in results["gemm"]["shapes"]}
+    for row in results["engine"]:
+        terms = flop_terms(cfg, windows, row["micro_batch"], t)
+        fwd = sum(f for _, _, f in terms)
+        ref = fwd / sum(f / rate[k] for _, k, f in terms)  # the same for forward+backward: every term doubles
+        row["flops"] = {"forward": fwd, "forward_backward": 3 * fwd, "terms": {name: f for name, _, f in terms}}
+        row["sgemm_ref_gflops"] = ref
+        for cmd, flops in (("eval", fwd), ("grad-stats", 3 * fwd)):
+            m = row[cmd]
+            m["tokens_per_s"] = windows * t / m["seconds"]
+            m["gflops"] = flops / m["seconds"] / 1e9
+            m["fraction_of_sgemm"] = m["gflops"] / ref
+
+
+def print_tables(results, out_path):
+    m, windows, t = results["machine"], results["windows"], results["seq_len"]
+    print(f"\n{results['preset']}: {windows} windows x {t} tokens, best of {results['runs']}; {m['cpu']}, "
+          f"{m['cores']} cores, OpenBLAS {m['blas_core']} x {m['blas_threads']} threads\n")
+    torch_by_mb = {r["micro_batch"]: r for r in results["torch"]}
+    print("| micro-batch | pass | seconds | tokens/s | model GFLOP | GFLOP/s | sgemm ref GFLOP/s | % of sgemm "
+          "| PyTorch s | engine / PyTorch time |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for row in results["engine"]:
+        mb = row["micro_batch"]
+        for cmd, key, flops in (("eval", "eval", row["flops"]["forward"]),
+                                ("grad-stats", "grad", row["flops"]["forward_backward"])):
+            e = row[cmd]
+            tr = torch_by_mb.get(mb)
+            ts = f"{tr[key]['seconds']:.3f}" if tr else "-"
+            ratio = f"{e['seconds'] / tr[key]['seconds']:.2f}" if tr else "-"
+            label = "forward (eval)" if cmd == "eval" else "forward+backward (grad-stats)"
+            print(f"| {mb} | {label} | {e['seconds']:.3f} | {e['tokens_per_s']:.0f} | {flops / 1e9:.4g} "
+                  f"| {e['gflops']:.3g} | {row['sgemm_ref_gflops']:.1f} | {100 * e['fraction_of_sgemm']:.0f}% "
+                  f"| {ts} | {ratio} |")
+    print("\n| sgemm M×N×K (C = A·Bᵀ) | GFLOP/s |")
+    print("|---|---:|")
+    for s in results["gemm"]["shapes"]:
+        print(f"| {s['m']}×{s['n']}×{s['k']} | {s['gflops']:.1f} |")
+    if results["torch"]:
+        print("\nloss check (engine vs PyTorch, same windows):")
+        for row in results["engine"]:
+            tr = torch_by_mb[row["micro_batch"]]
+            print(f"  micro-batch {row['micro_batch']}: eval {row['eval']['loss']:.6f} vs {tr['eval']['loss']:.6f}, "
+                  f"grad-stats {row['grad-stats']['loss']:.6f} vs {tr['grad']['loss']:.6f} "
+                  f"(torch attention: {tr['attn_implementation']})")
+    busy = {k: v for k, v in results.get("other_cpu_busy", {}).items() if v is not None}
+    if busy:
+        print("\nCPU busy with other work while this script slept 1 s: "
+              + ", ".join(f"{k} {100 * v:.0f}%" for k, v in busy.items()))
+        if max(busy.values()) > 0.1:
+            print("warning: the machine was not idle; other processes shared the cores, numbers are low and noisy")
+    print(f"\nJSON: {os.path.relpath(out_path, REPO)}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", choices=sorted(DEFAULTS), default="100m")
+    ap.add_argument("--binary", help="use this gradmap-dist instead of building one")
+    ap.add_argument("--model", help="model folder (default .cache/models/llama-<preset>, generated if missing)")
+    ap.add_argument("--windows", type=int)
+    ap.add_argument("--seq-len", type=int)
+    ap.add_argument("--micro-batches", help="comma-separated, e.g. 1,4")
+    ap.add_argument("--runs", type=int, default=3, help="runs per measurement; the best counts")
+    ap.add_argument("--gemm-seconds", type=float)
+    ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
+    ap.add_argument("--out", help="JSON results file")
+    ap.add_argument("--report", metavar="JSON", help="only recompute and print the tables of an earlier run")
+    args = ap.parse_args()
+
+    if args.report:
+        with open(args.report) as f:
+            results = json.load(f)
+        derive(results)
+        print_tables(results, os.path.abspath(args.report))
+        return
+
+    d = DEFAULTS[args.preset]
+    windows = args.windows or d["windows"]
+    t = args.seq_len or d["seq_len"]
+    mbs = [int(x) for x in (args.micro_batches or d["micro_batches"]).split(",")]
+    gemm_seconds = args.gemm_seconds or d["gemm_seconds"]
+    out_path = args.out or os.path.join(
+        REPO, ".cache", "bench", "engine.json" if args.preset == "100m" else f"engine-{args.preset}.json")
+
+    if args.binary:
+        binary = os.path.abspath(args.binary)
+    else:
+        log("building: swift build -c release --scratch-path .build-bench")
+        subprocess.run(["swift", "build", "-c", "release", "--scratch-path", ".build-bench"], cwd=REPO, check=True)
+        binary = os.path.join(REPO, ".build-bench", "release", "gradmap-dist")
+
+    model_dir = args.model or os.path.join(REPO, ".cache", "models", f"llama-{args.preset}")
+    if not args.model:
+        subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "make_random_model.py"),
+                        "--preset", args.preset, "--out", model_dir], check=True)
+    with open(os.path.join(model_dir, "config.json")) as f:
+        cfg = json.load(f)
+    tokens = os.path.join(model_dir, "tokens.bin")
+    n_tokens = os.path.getsize(tokens) // 4
+    if n_tokens < windows * t:
+        sys.exit(f"{tokens}: {n_tokens} tokens, fewer than {windows} windows x {t}")
+
+    results = {
+        "preset": args.preset, "model": os.path.relpath(model_dir, REPO), "config": {
+            k: cfg.get(k) for k in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                                    "num_key_value_heads", "head_dim", "vocab_size", "tie_word_embeddings")},
+        "windows": windows, "seq_len": t, "runs": args.runs,
+        "machine": {"cpu": cpu_model(), "cores": os.cpu_count()},
+        "other_cpu_busy": {"before_engine": cpu_busy()},
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "git": git_state(),
+        "engine": [], "gemm": None, "torch": [],
+    }
+
+    # Engine runs.
+    base = ["--model", model_dir, "--tokens", tokens, "--seq-len", str(t), "--max-windows", str(windows), "--json"]
+    for mb in mbs:
+        row = {"micro_batch": mb}
+        for cmd in ("eval", "grad-stats"):
+            secs, loss = [], None
+            for r in range(args.runs):
+                out = run_json([binary, cmd, *base, "--micro-batch", str(mb)])
+                secs.append(out["seconds"])
+                loss = out["loss"]
+                log(f"engine {cmd} micro-batch {mb} run {r + 1}: {out['seconds']:.3f} s")
+            row[cmd] = {"seconds": min(secs), "all_seconds": secs, "loss": loss}
+        results["engine"].append(row)
+
+    # sgemm reference at every shape the FLOP count uses.
+    shapes = []
+    for mb in mbs:
+        for s in gemm_shapes(cfg, mb, t):
+            if s not in shapes:
+                shapes.append(s)
+    results["other_cpu_busy"]["before_gemm"] = cpu_busy()
+    log(f"bench-gemm: {len(shapes)} shapes x {gemm_seconds} s")
+    gemm = run_json([binary, "bench-gemm", "--shapes", ",".join(shape_key(*s) for s in shapes),
+                     "--seconds", str(gemm_seconds), "--json"])
+    results["gemm"] = gemm
+    results["machine"].update(blas_core=gemm["blas_core"], blas_threads=gemm["blas_threads"])
+
+    # PyTorch.
+    if not args.no_torch:
+        results["other_cpu_busy"]["before_torch"] = cpu_busy()
+        for mb in mbs:
+            log(f"pytorch micro-batch {mb}")
+            r = torch_times(model_dir, tokens, t, windows, mb, args.runs, gemm["blas_threads"])
+            r["micro_batch"] = mb
+            results["torch"].append(r)
+    results["other_cpu_busy"]["after"] = cpu_busy()
+
+    derive(results)
+    os.makedirs(os.path.dirname(out_path), exist_ok=True)
+    with open(out_path, "w") as f:
+        json.dump(results, f, indent=2)
+        f.write("\n")
+    print_tables(results, out_path)
+
+
+if __name__ == "__main__":
+    main()
