@@ -95,7 +95,7 @@ def main():
                    "none": plain["eval"]["ppl_pruned"], "scoring_s": plain["seconds"]["scoring"],
                    "calib_pruned": plain["calib_loss"]["pruned"]}
             for mode in ("shift", "auto"):
-                c = run_prune(args, base + ["--layers", removed, "--compensate-at", mode], label + "-" + mode)
+                c = run_prune(args, base + ["--layers", removed, "--compensate-at", mode, "--skip-original-eval"], label + "-" + mode)
                 row[mode] = c["eval"].get("ppl_compensated", c["eval"]["ppl_pruned"])
                 row[mode + "_layer"] = (c["compensation"] or {}).get("layer")
                 row[mode + "_s"] = c["seconds"]["compensation"]

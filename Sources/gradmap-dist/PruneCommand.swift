@@ -44,6 +44,8 @@ struct PruneInputs: ParsableArguments {
     var evalText: String?
     @Option(name: .long, help: "Evaluate on N windows spread evenly over the held-out stream (default: all).")
     var evalWindows: Int?
+    @Flag(name: .long, help: "Do not evaluate the unpruned model (when it is known already).")
+    var skipOriginalEval = false
 
     func validate() throws {
         guard (tokens == nil) != (text == nil) else { throw ValidationError("give exactly one of --tokens FILE or --text FILE") }
@@ -171,7 +173,7 @@ struct PruneCommand: ParsableCommand {
             evalRows.append(("ppl_" + label, .double(exp(r.loss))))
             log(String(format: "held-out perplexity %@: %.3f (%d windows of %d tokens, %.1f s)", label, exp(r.loss), evalList.count, inputs.seqLen, seconds))
         }
-        try evaluate("original")
+        if !inputs.skipOriginalEval { try evaluate("original") }
         let original = try pruner.loss()
         log(String(format: "calibration: %d windows of %d tokens; loss %.6f (ppl %.3f) before pruning", calib.count, inputs.seqLen, original, exp(original)))
         let t0 = DispatchTime.now()
