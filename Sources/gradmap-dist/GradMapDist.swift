@@ -9,7 +9,7 @@ struct GradMapDist: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gradmap-dist",
         abstract: "Prune whole decoder layers from LLaMA-family models (GradMAP and baselines).",
-        subcommands: [EvalCommand.self, GradStatsCommand.self, InspectCommand.self, BenchGemmCommand.self])
+        subcommands: [EvalCommand.self, GradStatsCommand.self, InspectCommand.self, ConvertCommand.self, BenchGemmCommand.self])
 
     static func main() {
         BLASRuntime.ensureCoreType()
@@ -46,7 +46,7 @@ struct GradMapDist: ParsableCommand {
 
 /// Where the model comes from.
 struct ModelOptions: ParsableArguments {
-    @Option(name: .long, help: "Hugging Face checkpoint folder (config.json + safetensors).")
+    @Option(name: .long, help: "Hugging Face checkpoint folder (config.json + safetensors) or a .gguf file.")
     var model: String
 
     func checkpoint() throws -> Checkpoint { try Checkpoint(directory: model) }
