@@ -186,7 +186,7 @@ public final class GGUFFile: @unchecked Sendable {
         let kvCount = try c.load(UInt64.self, "the metadata count")
         // Each key/value takes at least 13 bytes and each tensor info 24: larger counts cannot fit.
         guard kvCount <= UInt64(c.remaining / 13) else {
-            throw bad("\(path): truncated GGUF file: metadata count \(kvCount) needs more than the \(c.remaining) bytes left")
+            throw bad("\(path): truncated GGUF file: reading \(kvCount) metadata entries at byte \(c.pos) needs at least 13 bytes each, file has \(c.size)")
         }
         var keys: [String] = []
         var meta: [String: GGUFValue] = [:]
@@ -211,7 +211,7 @@ public final class GGUFFile: @unchecked Sendable {
         alignment = align
 
         guard tensorCount <= UInt64(c.remaining / 24) else {
-            throw bad("\(path): truncated GGUF file: tensor count \(tensorCount) needs more than the \(c.remaining) bytes left")
+            throw bad("\(path): truncated GGUF file: reading \(tensorCount) tensor infos at byte \(c.pos) needs at least 24 bytes each, file has \(c.size)")
         }
         var list: [GGUFTensorInfo] = []
         var byName: [String: GGUFTensorInfo] = [:]
