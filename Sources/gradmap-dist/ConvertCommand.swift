@@ -16,6 +16,8 @@ struct ConvertCommand: ParsableCommand {
     var out: String
     @Flag(name: .long, help: "Replace an existing output folder.")
     var force = false
+    @Flag(name: .long, help: "Write only tokenizer.json and tokenizer_config.json (from the tokenizer.ggml.* metadata).")
+    var tokenizerOnly = false
 
     func run() throws {
         let fm = FileManager.default
@@ -27,10 +29,49 @@ struct ConvertCommand: ParsableCommand {
             throw GradMapError.badInput("\(model): expected a .gguf file")
         }
         let start = DispatchTime.now()
+        if tokenizerOnly {
+            let file = try GGUFFile(path: model)
+            try build(target) { temp in
+                try writeJSON(try file.tokenizerJSON(), to: temp + "/tokenizer.json", pretty: false)
+                try writeJSON(try file.tokenizerConfigJSON(), to: temp + "/tokenizer_config.json", pretty: true)
+            }
+            print(String(format: "wrote %@: tokenizer.json, tokenizer_config.json (%.1f s)", out, elapsed(since: start)))
+            return
+        }
         let ckpt = try Checkpoint(path: model)
         guard let gguf = ckpt.source as? GGUFModel else { throw GradMapError.runtime("\(model): not read as GGUF") }
         try ckpt.checkNoUnexpectedTensors()
         let c = ckpt.config
+        var files = ["config.json", "model.safetensors"]
+        var bytes = 0
+        try build(target) { temp in
+            // Tensors in the engine's order (no lm_head.weight when tied), each widened to F32 once.
+            var entries: [SafeTensorsEntry] = []
+            for spec in ParamLayout.specs(c, part: .whole(c)) {
+                var values = [Float](repeating: 0, count: spec.count)
+                try values.withUnsafeMutableBufferPointer { try ckpt.load(spec.name, shape: spec.shape, into: $0.baseAddress!) }
+                let entry = values.withUnsafeBufferPointer { SafeTensorsEntry(name: spec.name, dtype: .f32, shape: spec.shape, values: $0) }
+                bytes += entry.bytes.count
+                entries.append(entry)
+            }
+            try SafeTensorsWriter.write(entries, to: temp + "/model.safetensors")
+            entries = []
+            try writeJSON(c.raw, to: temp + "/config.json", pretty: true)
+            if gguf.file.metadata["tokenizer.ggml.model"] != nil {
+                try writeJSON(try gguf.tokenizerJSON(), to: temp + "/tokenizer.json", pretty: false)
+                try writeJSON(try gguf.tokenizerConfigJSON(), to: temp + "/tokenizer_config.json", pretty: true)
+                files += ["tokenizer.json", "tokenizer_config.json"]
+            } else {
+                FileHandle.standardError.write(Data("gradmap-dist: \(model): no tokenizer.ggml.* metadata; writing no tokenizer files\n".utf8))
+            }
+        }
+        print(String(format: "wrote %@: %@; %d tensors, %.1f MiB F32, %d layers%@ (%.1f s)",
+                     out, files.joined(separator: ", "), ParamLayout.specs(c, part: .whole(c)).count, Double(bytes) / 1_048_576,
+                     c.layers, c.tieEmbeddings ? ", tied embeddings" : "", elapsed(since: start)))
+    }
+
+    /// Fills a fresh folder beside the target, then renames it into place (replacing the target with --force).
+    func build(_ target: URL, _ fill: (String) throws -> Void) throws {
 
         let temp = target.deletingLastPathComponent().appendingPathComponent(
             ".\(target.lastPathComponent).partial-\(ProcessInfo.processInfo.processIdentifier)").path
@@ -42,30 +83,7 @@ struct ConvertCommand: ParsableCommand {
         }
         var done = false
         defer { if !done { try? fm.removeItem(atPath: temp) } }
-
-        // Tensors in the engine's order (no lm_head.weight when tied), each widened to F32 once.
-        var entries: [SafeTensorsEntry] = []
-        var bytes = 0
-        for spec in ParamLayout.specs(c, part: .whole(c)) {
-            var values = [Float](repeating: 0, count: spec.count)
-            try values.withUnsafeMutableBufferPointer { try ckpt.load(spec.name, shape: spec.shape, into: $0.baseAddress!) }
-            let entry = values.withUnsafeBufferPointer { SafeTensorsEntry(name: spec.name, dtype: .f32, shape: spec.shape, values: $0) }
-            bytes += entry.bytes.count
-            entries.append(entry)
-        }
-        try SafeTensorsWriter.write(entries, to: temp + "/model.safetensors")
-        entries = []
-
-        try writeJSON(c.raw, to: temp + "/config.json", pretty: true)
-        var files = ["config.json", "model.safetensors"]
-        if gguf.file.metadata["tokenizer.ggml.model"] != nil {
-            try writeJSON(try gguf.tokenizerJSON(), to: temp + "/tokenizer.json", pretty: false)
-            try writeJSON(try gguf.tokenizerConfigJSON(), to: temp + "/tokenizer_config.json", pretty: true)
-            files += ["tokenizer.json", "tokenizer_config.json"]
-        } else {
-            FileHandle.standardError.write(Data("gradmap-dist: \(model): no tokenizer.ggml.* metadata; writing no tokenizer files\n".utf8))
-        }
-
+        try fill(temp)
         if fm.fileExists(atPath: target.path) { try fm.removeItem(at: target) }
         do {
             try fm.moveItem(atPath: temp, toPath: target.path)
@@ -73,9 +91,6 @@ struct ConvertCommand: ParsableCommand {
             throw GradMapError.runtime("\(out): cannot rename \(temp) into place (\(error.localizedDescription))")
         }
         done = true
-        print(String(format: "wrote %@: %@; %d tensors, %.1f MiB F32, %d layers%@ (%.1f s)",
-                     out, files.joined(separator: ", "), ParamLayout.specs(c, part: .whole(c)).count, Double(bytes) / 1_048_576,
-                     c.layers, c.tieEmbeddings ? ", tied embeddings" : "", elapsed(since: start)))
     }
 
     func writeJSON(_ object: [String: Any], to path: String, pretty: Bool) throws {
