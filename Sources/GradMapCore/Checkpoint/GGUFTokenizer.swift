@@ -16,6 +16,8 @@ extension GGUFFile {
         "llama3": llama3Split, "llama-v3": llama3Split, "llama-bpe": llama3Split, "smaug-bpe": llama3Split,
         "qwen2": qwen2Split, "deepseek-r1-qwen": qwen2Split,
     ]
+    /// Pre-tokenizers llama.cpp runs as "\p{N}" (each digit alone) and then the GPT-2 split.
+    static let digitsFirst: Set<String> = ["smollm", "starcoder", "refact", "command-r", "codeshell", "exaone", "minerva"]
 
     /// GPT-2's byte → printable character map (bytes_to_unicode).
     static let byteToUnicode: [Character] = {
@@ -142,8 +144,8 @@ extension GGUFFile {
             merges = m
             let byteLevel: [String: Any] = ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true]
             let pre = try string("tokenizer.ggml.pre") ?? "default"
-            if pre == "smollm" {
-                // llama.cpp's smollm pre-tokenizer isolates every digit before the GPT-2 split.
+            if GGUFFile.digitsFirst.contains(pre) {
+                // As llama.cpp (and SmolLM2's own tokenizer.json): every digit alone, then the GPT-2 split.
                 out["pre_tokenizer"] = ["type": "Sequence", "pretokenizers": [["type": "Digits", "individual_digits": true], byteLevel]]
             } else if let split = GGUFFile.splitByPre[pre] {
                 out["pre_tokenizer"] = ["type": "Sequence", "pretokenizers": [
