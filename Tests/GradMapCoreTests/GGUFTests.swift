@@ -471,6 +471,17 @@ final class GGUFTests: XCTestCase {
         withUnsafeBytes(of: UInt64(off).littleEndian) { for i in 0..<8 { bytes[offsetField + i] = $0[i] } }
         FileManager.default.createFile(atPath: dir + "/align.gguf", contents: Data(bytes))
         expectBadInput(["align.gguf", "not a multiple of the alignment 32"]) { _ = try GGUFFile(path: dir + "/align.gguf") }
+        // Sizes that overflow, or that no file could hold.
+        let cases: [(GGUFTestWriter.Tensor, String)] = [
+            (.init(name: "a", dims: [1 << 40, 1 << 40], bytes: []), "tensor a: dims[1] = 1099511627776 is too large"),
+            (.init(name: "a", dims: [1 << 61], type: 28, bytes: []), "tensor a: F64 dims [2305843009213693952] are too large"),
+            (.init(name: "a", dims: [1 << 40], bytes: []), "tensor a: data [0, 4398046511104) out of range"),
+            (.init(name: "a", dims: [4, 4, 4, 4, 4]), "tensor a: n_dims 5; expected 1 to 4"),
+        ]
+        for (t, message) in cases {
+            FileManager.default.createFile(atPath: dir + "/huge.gguf", contents: Data(GGUFTestWriter.encode(metadata: [], tensors: [t])))
+            expectBadInput(["huge.gguf", message]) { _ = try GGUFFile(path: dir + "/huge.gguf") }
+        }
     }
 
     // MARK: command line

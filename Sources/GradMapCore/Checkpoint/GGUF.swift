@@ -226,7 +226,7 @@ public final class GGUFFile: @unchecked Sendable {
             for d in 0..<Int(nDims) {
                 let n = try c.load(UInt64.self, "tensor \(name) dims[\(d)]")
                 let (product, overflow) = count.multipliedReportingOverflow(by: Int(truncatingIfNeeded: n))
-                guard n <= UInt64(Int32.max) * 1024, !overflow else {
+                guard n <= UInt64(Int.max), !overflow else {
                     throw bad("\(path): tensor \(name): dims[\(d)] = \(n) is too large")
                 }
                 dims.append(Int(n))
@@ -244,9 +244,11 @@ public final class GGUFFile: @unchecked Sendable {
                 throw bad("\(path): tensor \(name): offset \(offset) is not a multiple of the alignment \(align)")
             }
             guard byName[name] == nil else { throw bad("\(path): duplicate tensor \(name)") }
+            let (byteCount, tooLarge) = (count / type.blockSize).multipliedReportingOverflow(by: type.blockBytes)
+            guard !tooLarge else { throw bad("\(path): tensor \(name): \(type.name) dims \(dims) are too large") }
+            // Offsets past the file fail the range check below; the clamp only keeps the sums in range.
             let info = GGUFTensorInfo(
-                name: name, dims: dims, type: type, offset: Int(min(offset, UInt64(Int.max / 2))),
-                byteCount: count / type.blockSize * type.blockBytes)
+                name: name, dims: dims, type: type, offset: Int(min(offset, UInt64(Int.max / 2))), byteCount: byteCount)
             list.append(info)
             byName[name] = info
         }
