@@ -94,7 +94,7 @@ def git_state():
         p = subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True)
         return p.stdout.strip() if p.returncode == 0 else None
     status = git("status", "--porcelain", "--", "Sources", "Package.swift")
-    return {"commit": git("rev-parse", "--short", "HEAD"), "sources_modified": bool(status) if status is not None else None}
+    return {"head_at_run": git("rev-parse", "--short", "HEAD"), "sources_modified": bool(status) if status is not None else None}
 
 
 def shape_key(m, n, k):

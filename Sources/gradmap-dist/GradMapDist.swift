@@ -11,7 +11,7 @@ struct GradMapDist: ParsableCommand {
         abstract: "Prune whole decoder layers from LLaMA-family models (GradMAP and baselines).",
         subcommands: [
             PruneCommand.self, ScoreCommand.self, EvalCommand.self, GradStatsCommand.self, InspectCommand.self,
-            TokenizeCommand.self, BenchGemmCommand.self,
+            TokenizeCommand.self, ConvertCommand.self, BenchGemmCommand.self,
         ])
 
     static func main() {
@@ -49,7 +49,7 @@ struct GradMapDist: ParsableCommand {
 
 /// Where the model comes from.
 struct ModelOptions: ParsableArguments {
-    @Option(name: .long, help: "Hugging Face checkpoint folder (config.json + safetensors).")
+    @Option(name: .long, help: "Hugging Face checkpoint folder (config.json + safetensors) or a .gguf file.")
     var model: String
 
     func checkpoint() throws -> Checkpoint { try Checkpoint(directory: model) }

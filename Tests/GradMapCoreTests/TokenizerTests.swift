@@ -234,7 +234,7 @@ final class TokenizerTests: XCTestCase {
         let empty = temporaryDirectory("tok")
         expectBadInput([empty, "no tokenizer.json"]) { _ = try Tokenizer(model: empty) }
         expectBadInput(["/no/such/model", "not found"]) { _ = try Tokenizer(model: "/no/such/model") }
-        expectBadInput(["/x/model.gguf", "tokenizer from GGUF: not available in this build"]) { _ = try Tokenizer(model: "/x/model.gguf") }
+        expectBadInput(["/x/model.gguf", "not found"]) { _ = try Tokenizer(model: "/x/model.gguf") }
         expectBadInput(["/no/such/tokenizer.json", "file not found"]) { _ = try Tokenizer(path: "/no/such/tokenizer.json") }
 
         let text = temporaryDirectory("tok") + "/bad.txt"
@@ -286,7 +286,7 @@ final class TokenizerTests: XCTestCase {
         let cases: [([String], [String])] = [
             (["tokenize", "--model", model, "--text", dir + "/bad.txt"], [dir + "/bad.txt", "byte offset 3"]),
             (["tokenize", "--model", dir, "--text", dir + "/bad.txt"], [dir, "no tokenizer.json"]),
-            (["tokenize", "--model", dir + "/m.gguf", "--text", dir + "/bad.txt"], ["tokenizer from GGUF: not available in this build"]),
+            (["tokenize", "--model", dir + "/m.gguf", "--text", dir + "/bad.txt"], [dir + "/m.gguf", "not found"]),
             (["tokenize", "--model", model, "--text", dir + "/missing.txt"], [dir + "/missing.txt", "not found"]),
             (["tokenize", "--model", model, "--text", dir + "/bad.txt", "--add-bos"], ["--add-bos", "no BOS"]),
         ]

@@ -40,9 +40,10 @@ public final class Checkpoint: @unchecked Sendable {
 
     public convenience init(directory: String) throws { try self.init(path: directory) }
 
-    /// Hook for the GGUF reader: returns the config read from metadata and the tensor source.
+    /// Hook for the GGUF reader: returns the config read from metadata and the tensor source (GGUFModel).
     nonisolated(unsafe) static var openGGUF: (String) throws -> (ModelConfig, any TensorSource) = { path in
-        throw bad("\(path): GGUF files are not supported by this build")
+        let model = try GGUFModel(path: path)
+        return (model.config, model)
     }
 
     public func load<F: Real>(_ name: String, shape: [Int], into dst: UnsafeMutablePointer<F>) throws {

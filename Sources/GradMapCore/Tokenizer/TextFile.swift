@@ -50,11 +50,12 @@ func firstInvalidUTF8(_ b: [UInt8]) -> Int? {
 }
 
 extension Tokenizer {
-    /// The tokenizer of a model: `M/tokenizer.json` for a checkpoint folder, or M itself when it is a
-    /// tokenizer.json file. A GGUF model's tokenizer (in its metadata) is not read by this build.
+    /// The tokenizer of a model: `M/tokenizer.json` for a checkpoint folder, the tokenizer in a GGUF file's
+    /// metadata, or M itself when it is a tokenizer.json file.
     public convenience init(model: String) throws {
         if model.lowercased().hasSuffix(".gguf") {
-            throw bad("\(model): tokenizer from GGUF: not available in this build")
+            try self.init(json: try GGUFModel(path: model).tokenizerJSON(), source: model)
+            return
         }
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: model, isDirectory: &isDir) else {

@@ -1,0 +1,568 @@
+// GGUF: dequantisation against gguf-py, names and q/k order against transformers' GGUF loader, the loss
+// against transformers, metadata of every type, tokenizer.json from metadata, the convert command, and bad
+// files (each a one-line .badInput naming the file). Fixtures: scripts/make_gguf_fixtures.py.
+import Foundation
+import XCTest
+
+@testable import GradMapCore
+
+enum GGUFFixtures {
+    static let dir = Fixtures.root + "/gguf"
+    static let models = ["llama_mixed", "llama_tied_v2"]
+    static func path(_ name: String) -> String { dir + "/" + name + ".gguf" }
+
+    static func reference(_ name: String) throws -> Fixtures.Reference {
+        let json = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/\(name).reference.json"))) as! [String: Any]
+        return Fixtures.Reference(
+            windows: json["windows"] as! Int, seqLen: json["seq_len"] as! Int, loss: (json["loss"] as! NSNumber).doubleValue,
+            file: try SafeTensorsFile(path: dir + "/\(name).reference.safetensors"))
+    }
+}
+
+/// Writes GGUF files for the bad-input tests: metadata in order, tensors zero-filled unless bytes are given.
+enum GGUFTestWriter {
+    struct Tensor {
+        var name: String
+        var dims: [Int]
+        var type: UInt32 = 0
+        var bytes: [UInt8]? = nil
+    }
+
+    static func typeCode(_ v: GGUFValue) -> UInt32 {
+        switch v {
+        case .u8: return 0
+        case .i8: return 1
+        case .u16: return 2
+        case .i16: return 3
+        case .u32: return 4
+        case .i32: return 5
+        case .f32: return 6
+        case .bool: return 7
+        case .string: return 8
+        case .array: return 9
+        case .u64: return 10
+        case .i64: return 11
+        case .f64: return 12
+        }
+    }
+
+    static func append<T: FixedWidthInteger>(_ x: T, to out: inout [UInt8]) {
+        withUnsafeBytes(of: x.littleEndian) { out.append(contentsOf: $0) }
+    }
+
+    static func append(_ s: String, to out: inout [UInt8]) {
+        append(UInt64(s.utf8.count), to: &out)
+        out.append(contentsOf: Array(s.utf8))
+    }
+
+    static func appendValue(_ v: GGUFValue, to out: inout [UInt8]) {
+        switch v {
+        case .u8(let x): append(x, to: &out)
+        case .i8(let x): append(x, to: &out)
+        case .u16(let x): append(x, to: &out)
+        case .i16(let x): append(x, to: &out)
+        case .u32(let x): append(x, to: &out)
+        case .i32(let x): append(x, to: &out)
+        case .f32(let x): append(x.bitPattern, to: &out)
+        case .bool(let b): out.append(b ? 1 : 0)
+        case .string(let s): append(s, to: &out)
+        case .array(let t, let items):
+            append(t, to: &out)
+            append(UInt64(items.count), to: &out)
+            for i in items { appendValue(i, to: &out) }
+        case .u64(let x): append(x, to: &out)
+        case .i64(let x): append(x, to: &out)
+        case .f64(let x): append(x.bitPattern, to: &out)
+        }
+    }
+
+    static func encode(version: UInt32 = 3, metadata: [(String, GGUFValue)], tensors: [Tensor], alignment: Int = 32) -> [UInt8] {
+        var out = Array("GGUF".utf8)
+        append(version, to: &out)
+        append(UInt64(tensors.count), to: &out)
+        append(UInt64(metadata.count), to: &out)
+        for (k, v) in metadata {
+            append(k, to: &out)
+            append(typeCode(v), to: &out)
+            appendValue(v, to: &out)
+        }
+        var offset = 0
+        var blobs: [[UInt8]] = []
+        for t in tensors {
+            let bytes = t.bytes ?? {
+                let type = GGMLType.all[t.type]!
+                return [UInt8](repeating: 0, count: t.dims.reduce(1, *) / type.blockSize * type.blockBytes)
+            }()
+            append(t.name, to: &out)
+            append(UInt32(t.dims.count), to: &out)
+            for d in t.dims { append(UInt64(d), to: &out) }
+            append(t.type, to: &out)
+            append(UInt64(offset), to: &out)
+            blobs.append(bytes)
+            offset += (bytes.count + alignment - 1) / alignment * alignment
+        }
+        for blob in blobs {
+            while out.count % alignment != 0 { out.append(0) }
+            out.append(contentsOf: blob)
+        }
+        while out.count % alignment != 0 { out.append(0) }
+        return out
+    }
+
+    /// A one-layer llama GGUF, F32 zeros (hidden 32, 2 heads / 1 kv head, FFN 64, vocab 8) with edits.
+    static func tinyModel(hidden: Int = 32, ffn: Int = 64, metadata edits: [String: GGUFValue] = [:],
+                          types: [String: UInt32] = [:]) -> (metadata: [(String, GGUFValue)], tensors: [Tensor]) {
+        var meta: [(String, GGUFValue)] = [
+            ("general.architecture", .string("llama")), ("llama.block_count", .u32(1)),
+            ("llama.embedding_length", .u32(UInt32(hidden))), ("llama.feed_forward_length", .u32(UInt32(ffn))),
+            ("llama.attention.head_count", .u32(2)), ("llama.attention.head_count_kv", .u32(1)),
+            ("llama.attention.layer_norm_rms_epsilon", .f32(1e-5)), ("llama.rope.freq_base", .f32(10000)),
+        ]
+        for (k, v) in edits {
+            if let i = meta.firstIndex(where: { $0.0 == k }) { meta[i].1 = v } else { meta.append((k, v)) }
+        }
+        let h = hidden, kv = hidden / 2
+        var tensors = [
+            Tensor(name: "token_embd.weight", dims: [h, 8]), Tensor(name: "output_norm.weight", dims: [h]),
+            Tensor(name: "blk.0.attn_norm.weight", dims: [h]), Tensor(name: "blk.0.ffn_norm.weight", dims: [h]),
+            Tensor(name: "blk.0.attn_q.weight", dims: [h, h]), Tensor(name: "blk.0.attn_k.weight", dims: [h, kv]),
+            Tensor(name: "blk.0.attn_v.weight", dims: [h, kv]), Tensor(name: "blk.0.attn_output.weight", dims: [h, h]),
+            Tensor(name: "blk.0.ffn_gate.weight", dims: [h, ffn]), Tensor(name: "blk.0.ffn_up.weight", dims: [h, ffn]),
+            Tensor(name: "blk.0.ffn_down.weight", dims: [ffn, h]),
+        ]
+        for i in tensors.indices { if let t = types[tensors[i].name] { tensors[i].type = t } }
+        return (meta, tensors)
+    }
+
+    static func write(_ path: String, version: UInt32 = 3, _ model: (metadata: [(String, GGUFValue)], tensors: [Tensor])) {
+        FileManager.default.createFile(atPath: path, contents: Data(encode(version: version, metadata: model.metadata, tensors: model.tensors)))
+    }
+}
+
+final class GGUFTests: XCTestCase {
+    func expectBadInput(_ contains: [String], file: StaticString = #filePath, line: UInt = #line, _ body: () throws -> Void) {
+        do {
+            try body()
+            XCTFail("expected an error containing \(contains)", file: file, line: line)
+        } catch let e as GradMapError {
+            guard case .badInput(let message) = e else { return XCTFail("not bad input: \(e)", file: file, line: line) }
+            XCTAssertFalse(message.contains("\n"), "error must be one line: \(message)", file: file, line: line)
+            for s in contains { XCTAssertTrue(message.contains(s), "'\(message)' lacks '\(s)'", file: file, line: line) }
+        } catch {
+            XCTFail("unexpected error type: \(error)", file: file, line: line)
+        }
+    }
+
+    func loadModel(_ path: String) throws {
+        let ckpt = try Checkpoint(path: path)
+        let _: Stage<Float> = try LocalEngine.load(ckpt, seqLen: 4, maxBatch: 1, training: false)
+    }
+
+    // MARK: reading
+
+    /// Every tensor dequantises bit for bit to gguf-py's `dequantize` (q/k rows back in HF order), which the
+    /// fixture script checked to equal transformers' GGUF loader; Double loads give the same values.
+    func testEveryTensorMatchesTheReferenceBitForBit() throws {
+        for name in GGUFFixtures.models {
+            let ref = try GGUFFixtures.reference(name)
+            let ckpt = try Checkpoint(path: GGUFFixtures.path(name))
+            XCTAssertTrue(ckpt.source is GGUFModel, name)
+            XCTAssertEqual(Set(ckpt.source.tensorNames), ParamLayout.allNames(ckpt.config), name)
+            XCTAssertEqual(ckpt.unexpectedTensors(expected: ParamLayout.allNames(ckpt.config)), [], name)
+            let names = ref.file.tensors.keys.filter { $0 != "logits" }
+            XCTAssertEqual(Set(names), Set(ckpt.source.tensorNames), name)
+            for t in names {
+                let expected = ref.tensor(t)
+                let shape = ref.file.tensors[t]!.shape
+                XCTAssertEqual(try ckpt.source.tensorInfo(t).shape, shape, "\(name) \(t)")
+                var got = [Float](repeating: .nan, count: expected.count)
+                try got.withUnsafeMutableBufferPointer { try ckpt.load(t, shape: shape, into: $0.baseAddress!) }
+                XCTAssertTrue(zip(got, expected).allSatisfy { $0.bitPattern == $1.bitPattern }, "\(name) \(t): max |diff| \(maxAbsDiff(got, expected))")
+                var wide = [Double](repeating: .nan, count: expected.count)
+                try wide.withUnsafeMutableBufferPointer { try ckpt.load(t, shape: shape, into: $0.baseAddress!) }
+                XCTAssertTrue(zip(wide, expected).allSatisfy { $0 == Double($1) }, "\(name) \(t) as Double")
+            }
+        }
+    }
+
+    func testStorageTypesAreTheOnesWritten() throws {
+        let m = try GGUFModel(path: GGUFFixtures.path("llama_mixed"))
+        let types = Dictionary(uniqueKeysWithValues: try m.tensorNames.map { ($0, try m.tensorInfo($0).dtype) })
+        XCTAssertEqual(Set(types.values), ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1"])
+        XCTAssertEqual(types["model.embed_tokens.weight"], "Q8_0")
+        XCTAssertEqual(types["model.layers.0.self_attn.q_proj.weight"], "Q4_0")
+        XCTAssertEqual(types["model.layers.0.self_attn.k_proj.weight"], "Q4_1")
+        XCTAssertEqual(types["model.layers.0.mlp.gate_proj.weight"], "BF16")
+        XCTAssertEqual(types["lm_head.weight"], "Q4_1")
+        XCTAssertEqual(m.hfToGGUF["model.layers.1.post_attention_layernorm.weight"], "blk.1.ffn_norm.weight")
+    }
+
+    func testConfigFromMetadata() throws {
+        let c = try Checkpoint(path: GGUFFixtures.path("llama_mixed")).config
+        XCTAssertEqual(c.modelType, "llama")
+        XCTAssertEqual([c.layers, c.hidden, c.intermediate, c.heads, c.kvHeads, c.headDim, c.vocabSize], [2, 64, 64, 4, 2, 16, 32])
+        XCTAssertFalse(c.tieEmbeddings)
+        XCTAssertEqual(c.rope.theta, 10000)
+        XCTAssertEqual(c.rope.kind, .default)
+        XCTAssertEqual(c.rmsEps, 1e-5)  // the f32 metadata value by its shortest spelling
+        let t = try Checkpoint(path: GGUFFixtures.path("llama_tied_v2")).config
+        XCTAssertEqual([t.layers, t.hidden, t.intermediate, t.heads, t.kvHeads, t.headDim, t.vocabSize], [2, 32, 64, 2, 1, 16, 48])
+        XCTAssertTrue(t.tieEmbeddings)
+        XCTAssertEqual(t.rope.theta, 500000)
+        XCTAssertEqual(t.rmsEps, 1e-6)
+        XCTAssertEqual(t.raw["tie_word_embeddings"] as? Bool, true)
+        XCTAssertEqual(t.raw["architectures"] as? [String], ["LlamaForCausalLM"])
+        // Linear RoPE scaling from llama.rope.scaling.*.
+        let dir = temporaryDirectory("gguf")
+        GGUFTestWriter.write(dir + "/linear.gguf", GGUFTestWriter.tinyModel(metadata: [
+            "llama.rope.scaling.type": .string("linear"), "llama.rope.scaling.factor": .f32(4),
+        ]))
+        let l = try Checkpoint(path: dir + "/linear.gguf").config
+        XCTAssertEqual(l.rope.kind, .linear)
+        XCTAssertEqual(l.rope.factor, 4)
+    }
+
+    func testVersion2HeaderAndAlignment() throws {
+        let f = try GGUFFile(path: GGUFFixtures.path("llama_tied_v2"))
+        XCTAssertEqual(f.version, 2)
+        XCTAssertEqual(f.alignment, 64)
+        XCTAssertEqual(f.dataStart % 64, 0)
+        XCTAssertEqual(try GGUFFile(path: GGUFFixtures.path("llama_mixed")).version, 3)
+        // A version-2 header from the test writer too.
+        let dir = temporaryDirectory("gguf")
+        GGUFTestWriter.write(dir + "/v2.gguf", version: 2, GGUFTestWriter.tinyModel())
+        XCTAssertEqual(try GGUFFile(path: dir + "/v2.gguf").version, 2)
+        try loadModel(dir + "/v2.gguf")
+    }
+
+    func testMetadataOfEveryValueType() throws {
+        let f = try GGUFFile(path: GGUFFixtures.dir + "/metadata_types.gguf")
+        let m = f.metadata
+        XCTAssertEqual(m["test.u8"], .u8(200))
+        XCTAssertEqual(m["test.i8"], .i8(-100))
+        XCTAssertEqual(m["test.u16"], .u16(60000))
+        XCTAssertEqual(m["test.i16"], .i16(-30000))
+        XCTAssertEqual(m["test.u32"], .u32(4_000_000_000))
+        XCTAssertEqual(m["test.i32"], .i32(-2_000_000_000))
+        XCTAssertEqual(m["test.f32"], .f32(0.1))
+        XCTAssertEqual(try f.double("test.f32"), 0.1)
+        XCTAssertEqual(m["test.bool"], .bool(true))
+        XCTAssertEqual(m["test.string"], .string("héllo ▁wörld"))
+        XCTAssertEqual(m["test.array_i16"], .array(3, [.i16(1), .i16(-2), .i16(3)]))
+        XCTAssertEqual(m["test.u64"], .u64(9_223_372_036_854_775_813))
+        XCTAssertEqual(m["test.i64"], .i64(-4_611_686_018_427_387_904))
+        XCTAssertEqual(m["test.f64"], .f64(1e-300))
+        XCTAssertEqual(m["test.nested"], .array(9, [.array(8, [.string("a"), .string("b")]), .array(8, [.string("c")])]))
+        XCTAssertEqual(f.metadataKeys.first, "general.architecture")
+        XCTAssertEqual(f.tensorList.count, 0)
+        expectBadInput(["metadata test.string must be an integer, got string"]) { _ = try f.int("test.string") }
+        // The test writer's encoding of the same values reads back identically.
+        let dir = temporaryDirectory("gguf")
+        let pairs = f.metadataKeys.map { ($0, m[$0]!) }
+        FileManager.default.createFile(atPath: dir + "/m.gguf", contents: Data(GGUFTestWriter.encode(metadata: pairs, tensors: [])))
+        XCTAssertEqual(try GGUFFile(path: dir + "/m.gguf").metadata, m)
+    }
+
+    /// The loss (and logits) of the engine on the GGUF equal transformers' on the same file.
+    func testLossMatchesTransformers() throws {
+        for name in GGUFFixtures.models {
+            let ref = try GGUFFixtures.reference(name)
+            let ckpt = try Checkpoint(path: GGUFFixtures.path(name))
+            let c = ckpt.config
+            let data = try TokenWindows(path: GGUFFixtures.dir + "/\(name).tokens.bin", seqLen: ref.seqLen, vocabSize: c.vocabSize)
+            let stage: Stage<Float> = try LocalEngine.load(ckpt, seqLen: ref.seqLen, maxBatch: 1, training: false)
+            let refLogits = ref.tensor("logits")
+            let perWindow = ref.seqLen * c.vocabSize
+            var worst = 0.0
+            let r = LocalEngine.run(stage, data: data, windows: Array(0..<data.windowCount), microBatch: 1, backward: false) { w, logits in
+                for i in 0..<perWindow { worst = max(worst, abs(Double(logits[i]) - Double(refLogits[w * perWindow + i]))) }
+            }
+            print("gguf parity \(name): loss \(r.loss) vs \(ref.loss), logits max |diff| \(worst)")
+            XCTAssertEqual(r.windows, ref.windows)
+            XCTAssertEqual(r.loss, ref.loss, accuracy: 1e-4, name)
+            XCTAssertLessThan(worst, 1e-4, name)
+        }
+    }
+
+    // MARK: tokenizer.json
+
+    func roundTrip(_ o: Any) throws -> NSObject {
+        try JSONSerialization.jsonObject(with: JSONSerialization.data(withJSONObject: o, options: [.sortedKeys])) as! NSObject
+    }
+
+    /// A byte-level BPE trained by `tokenizers`, stored in a GGUF and rebuilt: same vocabulary, merges, special
+    /// tokens and pre-tokenizer (Digits + ByteLevel for tokenizer.ggml.pre = smollm) as the original.
+    func testGPT2TokenizerJSONMatchesTheOriginal() throws {
+        let f = try GGUFFile(path: GGUFFixtures.dir + "/tokenizer_gpt2.gguf")
+        let got = try roundTrip(try f.tokenizerJSON()) as! [String: Any]
+        let expectedFile = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: GGUFFixtures.dir + "/tokenizer_gpt2.expected.json"))) as! [String: Any]
+        let want = expectedFile["tokenizer"] as! [String: Any]
+        let gm = got["model"] as! [String: Any], wm = want["model"] as! [String: Any]
+        XCTAssertEqual(gm["type"] as? String, "BPE")
+        XCTAssertEqual(gm["vocab"] as? NSDictionary, wm["vocab"] as? NSDictionary)
+        let wantMerges = (wm["merges"] as! [Any]).map { ($0 as? String) ?? ($0 as! [String]).joined(separator: " ") }
+        XCTAssertEqual(gm["merges"] as? [String], wantMerges)
+        XCTAssertEqual(gm["byte_fallback"] as? Bool, false)
+        XCTAssertEqual(gm["ignore_merges"] as? Bool, false)
+        XCTAssertEqual(got["pre_tokenizer"] as? NSDictionary, want["pre_tokenizer"] as? NSDictionary)
+        XCTAssertEqual((got["decoder"] as! [String: Any])["type"] as? String, "ByteLevel")
+        XCTAssertEqual((got["post_processor"] as! [String: Any])["type"] as? String, "ByteLevel")
+        func added(_ o: [String: Any]) -> [String] {
+            (o["added_tokens"] as! [[String: Any]]).map { "\($0["id"]!) \($0["content"]!) \($0["special"] as! Bool)" }.sorted()
+        }
+        XCTAssertEqual(added(got), added(want))
+        let config = try f.tokenizerConfigJSON()
+        XCTAssertEqual(config["bos_token"] as? String, "<|im_start|>")
+        XCTAssertEqual(config["eos_token"] as? String, "<|im_end|>")
+        XCTAssertEqual(config["add_bos_token"] as? Bool, false)
+    }
+
+    /// A SentencePiece vocabulary with scores and no merges: merges generated as transformers does, byte
+    /// fallback, "▁" normalizer, BOS added by the post-processor.
+    func testLlamaTokenizerJSON() throws {
+        let f = try GGUFFile(path: GGUFFixtures.dir + "/tokenizer_llama.gguf")
+        let got = try roundTrip(try f.tokenizerJSON()) as! [String: Any]
+        let expected = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: GGUFFixtures.dir + "/tokenizer_llama.expected.json"))) as! [String: Any]
+        let m = got["model"] as! [String: Any]
+        XCTAssertEqual(m["merges"] as? [[String]], expected["merges"] as? [[String]])
+        XCTAssertEqual(m["byte_fallback"] as? Bool, true)
+        XCTAssertEqual(m["fuse_unk"] as? Bool, true)
+        XCTAssertEqual(m["unk_token"] as? String, "<unk>")
+        XCTAssertEqual((m["vocab"] as! [String: Any]).count, 314)
+        XCTAssertEqual((m["vocab"] as! [String: Any])["<0x41>"] as? Int, 3 + 0x41)
+        let norm = got["normalizer"] as! [String: Any]
+        XCTAssertEqual((norm["normalizers"] as! [[String: Any]]).map { $0["type"] as! String }, ["Prepend", "Replace"])
+        let post = got["post_processor"] as! [String: Any]
+        XCTAssertEqual(post["type"] as? String, "TemplateProcessing")
+        XCTAssertEqual(((post["special_tokens"] as! [String: Any])["<s>"] as! [String: Any])["ids"] as? [Int], [1])
+        let added = (got["added_tokens"] as! [[String: Any]]).map { $0["content"] as! String }
+        XCTAssertEqual(added, ["<unk>", "<s>", "</s>"])
+        XCTAssertEqual(try f.tokenizerConfigJSON()["add_bos_token"] as? Bool, true)
+        // A model GGUF without tokenizer metadata says so.
+        expectBadInput(["llama_mixed.gguf", "missing metadata tokenizer.ggml.model"]) {
+            _ = try GGUFFile(path: GGUFFixtures.path("llama_mixed")).tokenizerJSON()
+        }
+    }
+
+    // MARK: bad input
+
+    func testWrongMagicAndUnsupportedVersion() throws {
+        let dir = temporaryDirectory("gguf")
+        var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: GGUFFixtures.path("llama_tied_v2"))))
+        bytes[0] = UInt8(ascii: "X")
+        FileManager.default.createFile(atPath: dir + "/magic.gguf", contents: Data(bytes))
+        expectBadInput(["magic.gguf", "not a GGUF file", "GGUF", "58 47 55 46"]) { try loadModel(dir + "/magic.gguf") }
+        bytes[0] = UInt8(ascii: "G")
+        bytes[4] = 1
+        FileManager.default.createFile(atPath: dir + "/v1.gguf", contents: Data(bytes))
+        expectBadInput(["v1.gguf", "GGUF version 1 is not supported; expected 2 or 3"]) { try loadModel(dir + "/v1.gguf") }
+        FileManager.default.createFile(atPath: dir + "/empty.gguf", contents: Data())
+        expectBadInput(["empty.gguf", "truncated", "magic"]) { try loadModel(dir + "/empty.gguf") }
+        FileManager.default.createFile(atPath: dir + "/model.bin", contents: Data(bytes))
+        expectBadInput(["model.bin", "expected a Hugging Face checkpoint folder or a .gguf file"]) { try loadModel(dir + "/model.bin") }
+    }
+
+    /// Every cut through the header and the tensor infos, and cuts into the data, give a one-line error.
+    func testTruncatedFile() throws {
+        let path = GGUFFixtures.path("llama_tied_v2")
+        let bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
+        let f = try GGUFFile(path: path)
+        let dataEnd = f.dataStart + f.tensorList.map { $0.offset + $0.byteCount }.max()!
+        let dir = temporaryDirectory("gguf")
+        let cutPath = dir + "/cut.gguf"
+        // Every byte of the fixed header and the first keys, then a stride through the rest.
+        var cuts = Array(0..<256) + Array(stride(from: 256, to: f.dataStart, by: 7))
+        cuts += [f.dataStart + 1, (f.dataStart + dataEnd) / 2, dataEnd - 1]
+        for cut in cuts {
+            FileManager.default.createFile(atPath: cutPath, contents: Data(bytes[0..<cut]))
+            do {
+                _ = try GGUFFile(path: cutPath)
+                XCTFail("cut at \(cut) of \(bytes.count) bytes was accepted")
+            } catch let GradMapError.badInput(message) {
+                XCTAssertTrue(message.hasPrefix(cutPath + ": "), message)
+                XCTAssertFalse(message.contains("\n"), message)
+                XCTAssertTrue(message.contains("truncated") || message.contains("out of range"), "cut \(cut): \(message)")
+            }
+        }
+        // The messages say what was being read.
+        FileManager.default.createFile(atPath: cutPath, contents: Data(bytes[0..<30]))
+        expectBadInput(["cut.gguf", "truncated GGUF file: reading 13 metadata entries at byte 24", "file has 30"]) { _ = try GGUFFile(path: cutPath) }
+        FileManager.default.createFile(atPath: cutPath, contents: Data(bytes[0..<300]))
+        expectBadInput(["cut.gguf", "truncated GGUF file: reading metadata key 7 (length) at byte 295 needs 8 bytes, file has 300"]) { _ = try GGUFFile(path: cutPath) }
+        FileManager.default.createFile(atPath: cutPath, contents: Data(bytes[0..<(dataEnd - 1)]))
+        expectBadInput(["cut.gguf", "out of range", "data section has"]) { try loadModel(cutPath) }
+    }
+
+    func testUnsupportedQuantisationType() throws {
+        let dir = temporaryDirectory("gguf")
+        // Q2_K (type 10) has blocks of 256 elements: a hidden size of 256 gives whole blocks.
+        GGUFTestWriter.write(dir + "/q2k.gguf", GGUFTestWriter.tinyModel(hidden: 256, ffn: 256, types: ["blk.0.ffn_up.weight": 10]))
+        let m = try GGUFModel(path: dir + "/q2k.gguf")
+        XCTAssertEqual(try m.tensorInfo("model.layers.0.mlp.up_proj.weight").dtype, "Q2_K")
+        expectBadInput(["q2k.gguf", "blk.0.ffn_up.weight", "ggml type 10 (Q2_K)", "cannot be dequantized"]) { try loadModel(dir + "/q2k.gguf") }
+        // A type number ggml does not have.
+        var model = GGUFTestWriter.tinyModel()
+        model.tensors[0].type = 77
+        model.tensors[0].bytes = [UInt8](repeating: 0, count: 4)
+        FileManager.default.createFile(atPath: dir + "/t77.gguf", contents: Data(GGUFTestWriter.encode(metadata: model.metadata, tensors: [model.tensors[0]])))
+        expectBadInput(["t77.gguf", "token_embd.weight", "unknown ggml type 77"]) { _ = try GGUFFile(path: dir + "/t77.gguf") }
+        // Rows that are not whole blocks.
+        GGUFTestWriter.write(dir + "/rows.gguf", GGUFTestWriter.tinyModel(hidden: 32, ffn: 48, types: ["blk.0.ffn_down.weight": 2]))
+        expectBadInput(["rows.gguf", "blk.0.ffn_down.weight", "Q4_0 rows need a multiple of 32 elements", "[48, 32]"]) { _ = try GGUFFile(path: dir + "/rows.gguf") }
+    }
+
+    func testMetadataDisagreeingWithTensorShapes() throws {
+        let dir = temporaryDirectory("gguf")
+        var model = GGUFTestWriter.tinyModel()
+        if let i = model.metadata.firstIndex(where: { $0.0 == "llama.embedding_length" }) { model.metadata[i].1 = .u32(48) }
+        GGUFTestWriter.write(dir + "/hidden.gguf", model)
+        expectBadInput(["hidden.gguf", "metadata llama.embedding_length = 48 disagrees with tensor token_embd.weight shape [8, 32]"]) {
+            try loadModel(dir + "/hidden.gguf")
+        }
+        GGUFTestWriter.write(dir + "/ffn.gguf", GGUFTestWriter.tinyModel(metadata: ["llama.feed_forward_length": .u32(96)]))
+        expectBadInput(["ffn.gguf", "metadata llama.feed_forward_length = 96 disagrees with tensor blk.0.ffn_gate.weight shape [64, 32]"]) {
+            try loadModel(dir + "/ffn.gguf")
+        }
+        GGUFTestWriter.write(dir + "/kv.gguf", GGUFTestWriter.tinyModel(metadata: ["llama.attention.head_count_kv": .u32(2)]))
+        expectBadInput(["kv.gguf", "llama.attention.head_count_kv", "disagrees with tensor blk.0.attn_k.weight shape [16, 32]"]) {
+            try loadModel(dir + "/kv.gguf")
+        }
+        GGUFTestWriter.write(dir + "/layers.gguf", GGUFTestWriter.tinyModel(metadata: ["llama.block_count": .u32(0)]))
+        expectBadInput(["layers.gguf", "llama.block_count must be positive"]) { try loadModel(dir + "/layers.gguf") }
+        GGUFTestWriter.write(dir + "/vocab.gguf", GGUFTestWriter.tinyModel(metadata: ["llama.vocab_size": .u32(9)]))
+        expectBadInput(["vocab.gguf", "metadata llama.vocab_size = 9 disagrees with tensor token_embd.weight shape [8, 32]"]) {
+            try loadModel(dir + "/vocab.gguf")
+        }
+        GGUFTestWriter.write(dir + "/arch.gguf", GGUFTestWriter.tinyModel(metadata: ["general.architecture": .string("gpt2")]))
+        expectBadInput(["arch.gguf", "general.architecture 'gpt2' is not supported; expected llama"]) { try loadModel(dir + "/arch.gguf") }
+        GGUFTestWriter.write(dir + "/eps.gguf", GGUFTestWriter.tinyModel(metadata: ["llama.attention.layer_norm_rms_epsilon": .string("small")]))
+        expectBadInput(["eps.gguf", "llama.attention.layer_norm_rms_epsilon must be a number, got string"]) { try loadModel(dir + "/eps.gguf") }
+        GGUFTestWriter.write(dir + "/yarn.gguf", GGUFTestWriter.tinyModel(metadata: ["llama.rope.scaling.type": .string("yarn")]))
+        expectBadInput(["yarn.gguf", "llama.rope.scaling.type 'yarn' is not supported"]) { try loadModel(dir + "/yarn.gguf") }
+        // An extra tensor llama.cpp writes for Llama 3 RoPE factors has no HF counterpart: reported, not ignored.
+        var extra = GGUFTestWriter.tinyModel()
+        extra.tensors.append(.init(name: "rope_freqs.weight", dims: [8]))
+        GGUFTestWriter.write(dir + "/extra.gguf", extra)
+        expectBadInput(["extra.gguf", "unexpected tensor rope_freqs.weight"]) { try loadModel(dir + "/extra.gguf") }
+    }
+
+    func testTensorDataOutOfRangeOrOverlapping() throws {
+        let dir = temporaryDirectory("gguf")
+        let model = GGUFTestWriter.tinyModel()
+        var bytes = GGUFTestWriter.encode(metadata: model.metadata, tensors: model.tensors)
+        let f0 = try { () throws -> GGUFFile in
+            FileManager.default.createFile(atPath: dir + "/ok.gguf", contents: Data(bytes))
+            return try GGUFFile(path: dir + "/ok.gguf")
+        }()
+        // Point the last tensor past the end: its offset field is the 8 bytes before the data section's padding.
+        let last = model.tensors.last!.name
+        let nameBytes = Array(last.utf8)
+        let at = (0..<bytes.count - nameBytes.count).last { Array(bytes[$0..<$0 + nameBytes.count]) == nameBytes }!
+        let offsetField = at + nameBytes.count + 4 + 8 * 2 + 4
+        var off = f0.tensors[last]!.offset + 1024
+        withUnsafeBytes(of: UInt64(off).littleEndian) { for i in 0..<8 { bytes[offsetField + i] = $0[i] } }
+        FileManager.default.createFile(atPath: dir + "/range.gguf", contents: Data(bytes))
+        expectBadInput(["range.gguf", "tensor \(last)", "out of range"]) { _ = try GGUFFile(path: dir + "/range.gguf") }
+        off = f0.tensors[last]!.offset - 32
+        withUnsafeBytes(of: UInt64(off).littleEndian) { for i in 0..<8 { bytes[offsetField + i] = $0[i] } }
+        FileManager.default.createFile(atPath: dir + "/overlap.gguf", contents: Data(bytes))
+        expectBadInput(["overlap.gguf", "overlaps"]) { _ = try GGUFFile(path: dir + "/overlap.gguf") }
+        off = f0.tensors[last]!.offset + 4
+        withUnsafeBytes(of: UInt64(off).littleEndian) { for i in 0..<8 { bytes[offsetField + i] = $0[i] } }
+        FileManager.default.createFile(atPath: dir + "/align.gguf", contents: Data(bytes))
+        expectBadInput(["align.gguf", "not a multiple of the alignment 32"]) { _ = try GGUFFile(path: dir + "/align.gguf") }
+        // Sizes that overflow, or that no file could hold.
+        let cases: [(GGUFTestWriter.Tensor, String)] = [
+            (.init(name: "a", dims: [1 << 40, 1 << 40], bytes: []), "tensor a: dims[1] = 1099511627776 is too large"),
+            (.init(name: "a", dims: [1 << 61], type: 28, bytes: []), "tensor a: F64 dims [2305843009213693952] are too large"),
+            (.init(name: "a", dims: [1 << 40], bytes: []), "tensor a: data [0, 4398046511104) out of range"),
+            (.init(name: "a", dims: [4, 4, 4, 4, 4]), "tensor a: n_dims 5; expected 1 to 4"),
+        ]
+        for (t, message) in cases {
+            FileManager.default.createFile(atPath: dir + "/huge.gguf", contents: Data(GGUFTestWriter.encode(metadata: [], tensors: [t])))
+            expectBadInput(["huge.gguf", message]) { _ = try GGUFFile(path: dir + "/huge.gguf") }
+        }
+    }
+
+    // MARK: command line
+
+    func json(_ s: String) throws -> [String: Any] {
+        let line = s.split(separator: "\n").last.map(String.init) ?? ""
+        return try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
+    }
+
+    /// `convert` writes a folder that loads back with the same loss; `eval` reads the GGUF directly.
+    func testConvertAndEvalCommands() throws {
+        for name in GGUFFixtures.models {
+            let ref = try GGUFFixtures.reference(name)
+            let tokens = GGUFFixtures.dir + "/\(name).tokens.bin"
+            let e = try runProcess(binaryPath, ["eval", "--model", GGUFFixtures.path(name), "--tokens", tokens, "--seq-len", "\(ref.seqLen)", "--json"])
+            XCTAssertEqual(e.status, 0, e.stderr)
+            let ggufLoss = (try json(e.stdout)["loss"] as! NSNumber).doubleValue
+            XCTAssertEqual(ggufLoss, ref.loss, accuracy: 1e-4, name)
+
+            let out = temporaryDirectory("convert") + "/hf"
+            let r = try runProcess(binaryPath, ["convert", "--model", GGUFFixtures.path(name), "--out", out])
+            XCTAssertEqual(r.status, 0, r.stderr)
+            let files = Set(try FileManager.default.contentsOfDirectory(atPath: out))
+            XCTAssertEqual(files, ["config.json", "model.safetensors"], name)  // no tokenizer metadata in these fixtures
+            let st = try SafeTensorsFile(path: out + "/model.safetensors")
+            XCTAssertEqual(st.tensors["lm_head.weight"] == nil, name == "llama_tied_v2", name)
+            XCTAssertTrue(st.tensors.values.allSatisfy { $0.dtype == .f32 })
+            let cfg = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/config.json"))) as! [String: Any]
+            XCTAssertEqual(cfg["model_type"] as? String, "llama")
+            XCTAssertEqual(cfg["torch_dtype"] as? String, "float32")
+            XCTAssertEqual(cfg["tie_word_embeddings"] as? Bool, name == "llama_tied_v2")
+            let back = try runProcess(binaryPath, ["eval", "--model", out, "--tokens", tokens, "--seq-len", "\(ref.seqLen)", "--json"])
+            XCTAssertEqual(back.status, 0, back.stderr)
+            XCTAssertEqual((try json(back.stdout)["loss"] as! NSNumber).doubleValue, ggufLoss, accuracy: 1e-9, name)
+            // The same weights, tensor for tensor.
+            let folder = try Checkpoint(directory: out), gguf = try Checkpoint(path: GGUFFixtures.path(name))
+            for n in gguf.source.tensorNames {
+                let shape = try gguf.source.tensorInfo(n).shape
+                var a = [Float](repeating: 0, count: shape.reduce(1, *)), b = a
+                try a.withUnsafeMutableBufferPointer { try gguf.load(n, shape: shape, into: $0.baseAddress!) }
+                try b.withUnsafeMutableBufferPointer { try folder.load(n, shape: shape, into: $0.baseAddress!) }
+                XCTAssertEqual(a, b, "\(name) \(n)")
+            }
+
+            // An existing folder is refused without --force (exit 2, one line), replaced with it.
+            let again = try runProcess(binaryPath, ["convert", "--model", GGUFFixtures.path(name), "--out", out])
+            XCTAssertEqual(again.status, 2)
+            XCTAssertEqual(again.stderr.split(separator: "\n").count, 1, again.stderr)
+            XCTAssertTrue(again.stderr.contains("already exists; pass --force"), again.stderr)
+            let forced = try runProcess(binaryPath, ["convert", "--model", GGUFFixtures.path(name), "--out", out, "--force"])
+            XCTAssertEqual(forced.status, 0, forced.stderr)
+            let leftovers = try FileManager.default.contentsOfDirectory(atPath: (out as NSString).deletingLastPathComponent)
+            XCTAssertEqual(leftovers, ["hf"], "no partial folder left behind")
+        }
+    }
+
+    func testConvertWritesTokenizerFilesAndRejectsBadInput() throws {
+        // A tokenizer-only GGUF is not a model: convert fails with one line and leaves nothing behind.
+        let root = temporaryDirectory("convert")
+        let r = try runProcess(binaryPath, ["convert", "--model", GGUFFixtures.dir + "/tokenizer_gpt2.gguf", "--out", root + "/x"])
+        XCTAssertEqual(r.status, 2)
+        XCTAssertEqual(r.stderr.split(separator: "\n").count, 1, r.stderr)
+        XCTAssertTrue(r.stderr.contains("tokenizer_gpt2.gguf"), r.stderr)
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: root), [])
+        // A model with a tokenizer: tiny model + the gpt2 tokenizer's metadata (vocab 360).
+        let tok = try GGUFFile(path: GGUFFixtures.dir + "/tokenizer_gpt2.gguf")
+        var model = GGUFTestWriter.tinyModel()
+        model.metadata += tok.metadataKeys.filter { $0.hasPrefix("tokenizer.") }.map { ($0, tok.metadata[$0]!) }
+        model.tensors[0].dims = [32, 360]
+        GGUFTestWriter.write(root + "/withtok.gguf", model)
+        let ok = try runProcess(binaryPath, ["convert", "--model", root + "/withtok.gguf", "--out", root + "/hf"])
+        XCTAssertEqual(ok.status, 0, ok.stderr)
+        let files = Set(try FileManager.default.contentsOfDirectory(atPath: root + "/hf"))
+        XCTAssertEqual(files, ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"])
+        let tj = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: root + "/hf/tokenizer.json"))) as! [String: Any]
+        XCTAssertEqual(((tj["model"] as! [String: Any])["vocab"] as! [String: Any]).count, 360)
+        let cfg = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: root + "/hf/config.json"))) as! [String: Any]
+        XCTAssertEqual(cfg["vocab_size"] as? Int, 360)
+        XCTAssertEqual(cfg["bos_token_id"] as? Int, tok.metadata["tokenizer.ggml.bos_token_id"]?.int)
+        let missing = try runProcess(binaryPath, ["convert", "--model", root + "/none.gguf", "--out", root + "/y"])
+        XCTAssertEqual(missing.status, 2)
+        XCTAssertTrue(missing.stderr.contains("none.gguf"), missing.stderr)
+    }
+}
