@@ -52,6 +52,16 @@ final class ParityTests: XCTestCase {
         }
     }
 
+    func testTwoThreadsMatchTransformersToo() throws {
+        // Norms, activations, attention heads and the loss shared among 2 threads (BLAS single-threaded
+        // inside the attention): the same tolerances hold.
+        BLASRuntime.configureThreads(2)
+        defer { BLASRuntime.configureThreads(1) }
+        for name in ["llama_gqa", "qwen2_tied", "mistral_headdim"] {
+            try checkFixture(name, microBatch: 2, policy: .store)
+        }
+    }
+
     /// The strict loader reads F16/BF16 storage exactly: the widened values equal the reference's weights'
     /// float32 view bit for bit (checked through the gradient-free forward above) and F32 checkpoints too.
     func testEveryFixtureTensorIsUsed() throws {

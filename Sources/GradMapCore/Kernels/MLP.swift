@@ -1,27 +1,36 @@
-// The SwiGLU nonlinearity of the LLaMA MLP: act = silu(gate) ⊙ up.
+// The SwiGLU nonlinearity of the LLaMA MLP: act = silu(gate) ⊙ up. Elementwise, shared among threads.
 
 /// act[N·I] = silu(gate) ⊙ up, silu(x) = x · σ(x)
-@inline(__always)
 func swigluForward<F: Real>(
     _ act: UnsafeMutablePointer<F>, _ gate: UnsafePointer<F>, _ up: UnsafePointer<F>, count: Int
 ) {
-    for i in 0..<count {
-        let g = gate[i]
-        act[i] = g / (1 + F.exp(-g)) * up[i]
+    Parallel.chunks(count, size: 16384) { _, range in
+        for i in range {
+            let g = gate[i]
+            act[i] = g / (1 + F.exp(-g)) * up[i]
+        }
     }
 }
 
 /// dgate = dact ⊙ up ⊙ σ(g)(1 + g(1 - σ(g)));  dup = dact ⊙ silu(g). Overwrites dgate and dup.
-@inline(__always)
 func swigluBackward<F: Real>(
     dgate: UnsafeMutablePointer<F>, dup: UnsafeMutablePointer<F>,
     dact: UnsafePointer<F>, gate: UnsafePointer<F>, up: UnsafePointer<F>, count: Int
 ) {
-    for i in 0..<count {
-        let g = gate[i]
-        let s = 1 / (1 + F.exp(-g))
-        let d = dact[i]
-        dgate[i] = d * up[i] * s * (1 + g * (1 - s))
-        dup[i] = d * g * s
+    Parallel.chunks(count, size: 16384) { _, range in
+        for i in range {
+            let g = gate[i]
+            let s = 1 / (1 + F.exp(-g))
+            let d = dact[i]
+            dgate[i] = d * up[i] * s * (1 + g * (1 - s))
+            dup[i] = d * g * s
+        }
+    }
+}
+
+/// y[i] += x[i]: the residual connections.
+func addInPlace<F: Real>(_ y: UnsafeMutablePointer<F>, _ x: UnsafePointer<F>, count: Int) {
+    Parallel.chunks(count, size: 32768) { _, range in
+        for i in range { y[i] += x[i] }
     }
 }

@@ -34,7 +34,8 @@ func ropeApply<F: Real>(
     let t = tables.seqLen
     let cosT = tables.cos.pointer
     let sinT = tables.sin.pointer
-    for r in 0..<n {
+    Parallel.chunks(n, size: 32) { _, rows in
+    for r in rows {
         let pos = r % t
         let c = cosT + pos * half
         let s = sinT + pos * half
@@ -54,5 +55,6 @@ func ropeApply<F: Real>(
                 }
             }
         }
+    }
     }
 }

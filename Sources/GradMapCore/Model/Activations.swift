@@ -66,8 +66,10 @@ final class HeadScratch<F: Real>: @unchecked Sendable {
     let rstdf: Buffer<F>   // [N]
     let dlnf: Buffer<F>    // [N, H]
     let logits: Buffer<F>  // [T, V]
+    let rowLoss: Buffer<Double>  // [T] NLL per position
 
     init(_ c: ModelConfig, b: Int, t: Int) {
+        rowLoss = Buffer(count: t)
         lnf = Buffer(count: b * t * c.hidden); rstdf = Buffer(count: b * t)
         dlnf = Buffer(count: b * t * c.hidden); logits = Buffer(count: t * c.vocabSize)
     }

@@ -26,8 +26,10 @@ public final class Stage<F: Real>: @unchecked Sendable {
     let head: HeadScratch<F>?
     /// The gradient flowing along the residual stream, [N, H]; dL/dh at the stage's input after backward.
     public let dresidual: Buffer<F>
-    let attP: Buffer<F>  // [T, T]
-    let attD: Buffer<F>  // [T, T]
+    let attP: Buffer<F>  // [workers, T, T]
+    let attD: Buffer<F>  // [workers, T, T]
+    /// Threads the attention may use (one T×T scratch each), fixed when the stage is built.
+    let attentionWorkers: Int
 
     public init(
         config: ModelConfig, params: ParameterSet<F>, seqLen t: Int, maxBatch b: Int,
@@ -52,8 +54,9 @@ public final class Stage<F: Real>: @unchecked Sendable {
         back = training ? BackwardScratch(config, b: b, t: t) : nil
         head = params.part.head ? HeadScratch(config, b: b, t: t) : nil
         dresidual = Buffer(count: n * config.hidden)
-        attP = Buffer(count: t * t)
-        attD = Buffer(count: training ? t * t : 0)
+        attentionWorkers = max(1, Parallel.workers)
+        attP = Buffer(count: attentionWorkers * t * t)
+        attD = Buffer(count: training ? attentionWorkers * t * t : 0)
         if training { params.enableGradients() }
     }
 
@@ -64,7 +67,7 @@ public final class Stage<F: Real>: @unchecked Sendable {
     ) -> Int {
         let n = b * t
         let layers = part.layers.count
-        var total = slots * (layers + 1) * n * c.hidden + n * c.hidden + 2 * t * t
+        var total = slots * (layers + 1) * n * c.hidden + n * c.hidden + 2 * max(1, Parallel.workers) * t * t
         let internalSets = (training && policy == .store) ? slots * layers : 1
         total += internalSets * LayerInternals<F>.floats(c, b: b, t: t)
         if training { total += BackwardScratch<F>.floats(c, b: b, t: t) }
@@ -175,16 +178,16 @@ public final class Stage<F: Real>: @unchecked Sendable {
         ropeApply(x.k.pointer, rope, n: n, heads: c.kvHeads, hd: c.headDim, inverse: false)
         attentionForward(
             out: x.att.pointer, lse: x.lse.pointer, q: x.q.pointer, k: x.k.pointer, v: x.v.pointer,
-            scratch: attP.pointer, b: b, t: t, nh: c.heads, nkv: c.kvHeads, hd: c.headDim)
+            scratch: attP.pointer, scratchSlots: attentionWorkers, b: b, t: t, nh: c.heads, nkv: c.kvHeads, hd: c.headDim)
         let u = x.u.pointer
         linearForward(u, x.att.pointer, w.wo, w.bo, n: n, inDim: qd, outDim: h)
-        for j in 0..<(n * h) { u[j] += inp[j] }
+        addInPlace(u, inp, count: n * h)
         rmsnormForward(x.ln2.pointer, x.rstd2.pointer, u, w.ln2, n: n, c: h, eps: eps)
         linearForward(x.gate.pointer, x.ln2.pointer, w.wg, w.bg, n: n, inDim: h, outDim: i)
         linearForward(x.up.pointer, x.ln2.pointer, w.wu, w.bu, n: n, inDim: h, outDim: i)
         swigluForward(x.act.pointer, x.gate.pointer, x.up.pointer, count: n * i)
         linearForward(out, x.act.pointer, w.wd, w.bd, n: n, inDim: i, outDim: h)
-        for j in 0..<(n * h) { out[j] += u[j] }
+        addInPlace(out, u, count: n * h)
     }
 
     /// dresidual: dL/dh_{l+1} on entry, dL/dh_l on return; weight gradients accumulate.
@@ -223,7 +226,8 @@ public final class Stage<F: Real>: @unchecked Sendable {
         attentionBackward(
             dq: s.dq.pointer, dk: s.dk.pointer, dv: s.dv.pointer, dout: s.datt.pointer, q: x.q.pointer,
             k: x.k.pointer, v: x.v.pointer, out: x.att.pointer, lse: x.lse.pointer,
-            scratchP: attP.pointer, scratchD: attD.pointer, b: b, t: t, nh: c.heads, nkv: c.kvHeads, hd: c.headDim)
+            scratchP: attP.pointer, scratchD: attD.pointer, scratchSlots: attentionWorkers, b: b, t: t, nh: c.heads,
+            nkv: c.kvHeads, hd: c.headDim)
         ropeApply(s.dq.pointer, rope, n: n, heads: c.heads, hd: c.headDim, inverse: true)
         ropeApply(s.dk.pointer, rope, n: n, heads: c.kvHeads, hd: c.headDim, inverse: true)
         linearBackward(
@@ -270,7 +274,7 @@ public final class Stage<F: Real>: @unchecked Sendable {
             let logits = hs.logits.pointer
             F.gemm(false, true, t, v, h, 1, x, h, outW, h, 0, logits, v)
             onLogits?(w, logits)
-            nll += crossEntropy(logits, ids: ids + w * t, t: t, v: v, gradScale: gradScale)
+            nll += crossEntropy(logits, ids: ids + w * t, t: t, v: v, gradScale: gradScale, rowLoss: hs.rowLoss.pointer)
             if gradScale != nil {
                 F.gemm(false, false, t, h, v, 1, logits, v, outW, h, 0, hs.dlnf.pointer + w * t * h, h)
             }

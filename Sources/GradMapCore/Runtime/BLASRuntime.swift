@@ -70,6 +70,15 @@ public enum BLASRuntime {
     public static func configureThreads(_ n: Int? = nil) {
         threads = n ?? defaultThreads()
         openblas_set_num_threads(Int32(threads))
+        Parallel.workers = threads
+    }
+
+    /// Runs body with OpenBLAS single-threaded (for BLAS calls made from several threads at once).
+    public static func singleThreaded<T>(_ body: () throws -> T) rethrows -> T {
+        guard threads > 1 else { return try body() }
+        openblas_set_num_threads(1)
+        defer { openblas_set_num_threads(Int32(threads)) }
+        return try body()
     }
 
     public static var coreName: String { String(cString: openblas_get_corename()) }
