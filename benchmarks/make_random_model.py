@@ -2,7 +2,7 @@
 """Build a seeded random LLaMA checkpoint and a random token file for benchmarks.
 
 Usage:
-  python3 benchmarks/make_random_model.py [--preset 100m|tiny] [--out DIR] [--seed S]
+  python3 benchmarks/make_random_model.py [--preset 100m|300m|tiny] [--out DIR] [--seed S]
                                           [--windows W] [--seq-len T] [--force]
 
 Writes, into a git-ignored folder (default .cache/models/llama-<preset>):
@@ -38,6 +38,10 @@ PRESETS = {
         config=dict(hidden_size=768, intermediate_size=2048, num_hidden_layers=12,
                     num_attention_heads=12, num_key_value_heads=4, vocab_size=32000),
         windows=16, seq_len=256),
+    "300m": dict(
+        config=dict(hidden_size=1024, intermediate_size=2816, num_hidden_layers=24,
+                    num_attention_heads=16, num_key_value_heads=8, vocab_size=32000),
+        windows=32, seq_len=128),
     "tiny": dict(
         config=dict(hidden_size=64, intermediate_size=160, num_hidden_layers=2,
                     num_attention_heads=4, num_key_value_heads=2, vocab_size=512),

@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""Pruning cost on SmolLM2-135M with a fixed calibration set: the time of one decision of every metric
+(`gradmap-dist score`, the unpruned model), and the whole pruning time of gradmap against sleb for K = 25% of
+the layers (`prune --no-compensate`). Needs launch/fetch-assets (the model and text).
+
+    python3 benchmarks/run_pruning.py [--np 1] [--calib-windows 8] [--seq-len 256] [--binary PATH]
+
+Writes .cache/bench/pruning.json and prints markdown tables (pasted into docs/benchmarks.md).
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+METRICS = ["gradmap", "fisher", "gate", "taylor", "bi", "angular", "sleb", "random"]
+
+
+def gm(a, args):
+    cmd = [os.path.join(ROOT, "launch", "run"), "-np", str(a.np), "--bin", a.binary] + args
+    t0 = time.time()
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit(f"failed: {' '.join(cmd)}\n{r.stderr}")
+    return json.loads(r.stdout.strip().splitlines()[-1]), time.time() - t0
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--np", type=int, default=1)
+    ap.add_argument("--calib-windows", type=int, default=8)
+    ap.add_argument("--seq-len", type=int, default=256)
+    ap.add_argument("--remove", type=int, default=8, help="K for the whole-pruning comparison (25%% of 30 layers)")
+    ap.add_argument("--binary", default=os.path.join(ROOT, ".build", "release", "gradmap-dist"))
+    ap.add_argument("--out", default=os.path.join(ROOT, ".cache", "bench", "pruning.json"))
+    a = ap.parse_args()
+    subprocess.run([os.path.join(ROOT, "launch", "fetch-assets")], check=True, stdout=subprocess.DEVNULL)
+    if not os.path.exists(a.binary):
+        subprocess.run(["swift", "build", "-c", "release", "--product", "gradmap-dist"], cwd=ROOT, check=True)
+    model = os.path.join(ROOT, ".cache", "assets", "SmolLM2-135M-Instruct.Q4_1.gguf")
+    calib = os.path.join(ROOT, ".cache", "assets", "wiki", "calib.bin")
+    if not os.path.exists(calib):
+        subprocess.run([a.binary, "tokenize", "--model", model, "--text", calib[:-3] + "txt", "--out", calib], check=True)
+    common = ["--model", model, "--tokens", calib, "--seq-len", str(a.seq_len), "--calib-windows", str(a.calib_windows)]
+    res = {"np": a.np, "calib_windows": a.calib_windows, "seq_len": a.seq_len, "score": {}, "prune": {}}
+    tokens = a.calib_windows * a.seq_len
+    print(f"## One decision per metric (SmolLM2-135M, {a.calib_windows} × {a.seq_len} calibration tokens, {a.np} rank(s))\n")
+    print("| metric | seconds per decision | what it runs |")
+    print("|---|---|---|")
+    what = {"gradmap": "forward + backward", "taylor": "forward + backward", "fisher": "forward + backward (no weight gradients)",
+            "gate": "forward + backward (no weight gradients)", "bi": "forward", "angular": "forward",
+            "sleb": "forward sweep over 28 candidates (shared prefixes)", "random": "nothing"}
+    for m in METRICS:
+        o, wall = gm(a, ["score"] + common + ["--metric", m])
+        res["score"][m] = o["seconds"]
+        print(f"| {m} | {o['seconds']:.1f} | {what[m]} |")
+    print(f"\n## Whole pruning, K = {a.remove} of 30 layers, no compensation\n")
+    print("| metric | scoring seconds | removed layers | calibration loss after |")
+    print("|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for m in ("gradmap", "sleb"):
+            o, wall = gm(a, ["prune"] + common + ["--metric", m, "--remove", str(a.remove), "--no-compensate",
+                                                  "--out", os.path.join(tmp, m), "--json"])
+            res["prune"][m] = {"scoring": o["seconds"]["scoring"], "removed": o["removed"], "loss": o["calib_loss"]["pruned"]}
+            print(f"| {m} | {o['seconds']['scoring']:.0f} | {' '.join(map(str, o['removed']))} | {o['calib_loss']['pruned']:.4f} |")
+    ratio = res["prune"]["sleb"]["scoring"] / res["prune"]["gradmap"]["scoring"]
+    res["sleb_over_gradmap"] = ratio
+    print(f"\nsleb / gradmap pruning time: {ratio:.2f}×")
+    os.makedirs(os.path.dirname(a.out), exist_ok=True)
+    json.dump(res, open(a.out, "w"), indent=1)
+
+
+if __name__ == "__main__":
+    main()
