@@ -104,12 +104,9 @@ public final class Communicator: @unchecked Sendable {
         }
     }
 
+    /// Blocking receive, waited for politely (see Request.wait).
     public func recv<T: MPIScalar>(_ buf: UnsafeMutablePointer<T>, count: Int, from src: Int, tag: Int) throws {
-        guard let comm else { throw GradMapError.runtime("recv on a world of size 1") }
-        try chunked(count) { off, n in
-            try Communicator.check(
-                MPI_Recv(buf + off, n, T.mpiType, Int32(src), Int32(tag), comm, gm_status_ignore()), "MPI_Recv from rank \(src)")
-        }
+        try irecv(buf, count: count, from: src, tag: tag).wait()
     }
 
     /// Pending non-blocking operations; `wait` completes all of them.
@@ -118,9 +115,12 @@ public final class Communicator: @unchecked Sendable {
         let what: String
         init(_ what: String) { self.what = what }
 
+        /// Completes every operation. A rank that waits sleeps between polls (20 µs, growing to 1 ms) instead
+        /// of spinning in MPI_Wait: with more ranks than cores, a spinning rank takes the core its neighbour
+        /// needs to produce the very message it waits for.
         public func wait() throws {
             for i in handles.indices where handles[i] != nil {
-                try Communicator.check(MPI_Wait(&handles[i], gm_status_ignore()), "MPI_Wait (\(what))")
+                try Communicator.politeWait(&handles[i], what)
             }
             handles.removeAll()
         }
@@ -148,13 +148,26 @@ public final class Communicator: @unchecked Sendable {
         return req
     }
 
+    static func politeWait(_ handle: inout MPI_Request?, _ what: String) throws {
+        var done: Int32 = 0
+        var pause: UInt32 = 20
+        while true {
+            try check(MPI_Test(&handle, &done, gm_status_ignore()), "MPI_Test (\(what))")
+            if done != 0 { return }
+            usleep(pause)
+            pause = min(pause * 2, 1000)
+        }
+    }
+
     // MARK: collectives
 
-    /// In-place sum over all ranks.
+    /// In-place sum over all ranks (non-blocking underneath, waited for politely).
     public func allReduceSum<T: MPIScalar>(_ buf: UnsafeMutablePointer<T>, count: Int) throws {
         guard let comm, size > 1 else { return }
         try chunked(count) { off, n in
-            try Communicator.check(MPI_Allreduce(gm_in_place(), buf + off, n, T.mpiType, gm_op_sum(), comm), "MPI_Allreduce")
+            var h: MPI_Request? = nil
+            try Communicator.check(MPI_Iallreduce(gm_in_place(), buf + off, n, T.mpiType, gm_op_sum(), comm, &h), "MPI_Iallreduce")
+            try Communicator.politeWait(&h, "all-reduce")
         }
     }
 
@@ -212,6 +225,8 @@ public final class Communicator: @unchecked Sendable {
 
     public func barrier() throws {
         guard let comm, size > 1 else { return }
-        try Communicator.check(MPI_Barrier(comm), "MPI_Barrier")
+        var h: MPI_Request? = nil
+        try Communicator.check(MPI_Ibarrier(comm, &h), "MPI_Ibarrier")
+        try Communicator.politeWait(&h, "barrier")
     }
 }
