@@ -28,15 +28,28 @@ struct InspectCommand: ParsableCommand {
         guard microBatch >= 1 else { throw ValidationError("--micro-batch: must be at least 1, got \(microBatch)") }
     }
 
+    @Option(name: .long, help: "Calibration tokens per decision, for the compute and traffic estimate.")
+    var calibTokens: Int = 32 * 256
+
     func run() throws {
-        let ckpt = try model.checkpoint()
-        let storage = ckpt.storageDType()
-        let summary = ModelSummary(config: ckpt.config, storage: storage)
+        // A config.json alone is enough to plan (e.g. a 70B model that is not on this machine).
+        let config: ModelConfig
+        let storage: DType
+        if model.model.hasSuffix(".json") {
+            config = try ModelConfig.load(path: model.model)
+            let name = (config.raw["torch_dtype"] as? String) ?? (config.raw["dtype"] as? String) ?? "bfloat16"
+            storage = name == "float32" ? .f32 : name == "float16" ? .f16 : .bf16
+        } else {
+            let ckpt = try model.checkpoint()
+            config = ckpt.config
+            storage = ckpt.storageDType()
+        }
+        let summary = ModelSummary(config: config, storage: storage)
         guard let ranks else {
             print(json ? summary.json.render(indent: 2) : summary.text)
             return
         }
-        let placement = try Placement(config: ckpt.config, ranks: ranks, stages: stages)
+        let placement = try Placement(config: config, ranks: ranks, stages: stages)
         let plan = MemoryPlan.ranks(placement, storage: storage, seqLen: seqLen, microBatch: microBatch, training: true)
         func mib(_ b: Int) -> String { String(format: "%.1f", Double(b) / 1_048_576) }
         if json {
@@ -48,6 +61,9 @@ struct InspectCommand: ParsableCommand {
                     ("stored_bytes", .int(m.storedBytes)), ("parameter_bytes_f32", .int(m.parameterBytes)),
                     ("gradient_bytes", .int(m.gradientBytes)), ("activation_bytes", .int(m.activationBytes)),
                     ("estimated_peak_bytes", .int(m.peakBytes)),
+                    ("decision_tflop", .double(m.decisionFlopsPerToken * Double(calibTokens) / Double(placement.replicas) / 1e12)),
+                    ("bytes_sent_per_decision", .int(m.bytesSentPerToken * calibTokens / placement.replicas)),
+                    ("allreduce_bytes_per_decision", .int(m.allReduceBytes)),
                 ])
             }
             print(JSONValue.object([
@@ -74,6 +90,16 @@ struct InspectCommand: ParsableCommand {
             print(cells.joined(separator: "  "))
         }
         print("E = embedding, H = final norm + lm_head (+ tied embedding copy); peak = f32 weights + gradients + activations + 60 MiB runtime")
+        print("")
+        let tokens = Double(calibTokens) / Double(placement.replicas)
+        print("per decision (forward + backward over \(calibTokens) calibration tokens, \(Int(tokens)) per replica):")
+        print("rank  TFLOP   sent to neighbours MiB  all-reduce MiB")
+        for m in plan {
+            print([pad("\(m.placement.rank)", 4), pad(String(format: "%.2f", m.decisionFlopsPerToken * tokens / 1e12), 6),
+                   pad(mib(Int(Double(m.bytesSentPerToken) * tokens)), 22), pad(mib(m.allReduceBytes), 14)].joined(separator: "  "))
+        }
+        let slowest = plan.map { $0.decisionFlopsPerToken * tokens }.max() ?? 0
+        print(String(format: "at 100 GFLOP/s per rank the slowest stage needs %.0f s per decision (plus the pipeline bubble)", slowest / 1e11))
     }
 }
 

@@ -11,6 +11,15 @@ public struct RankMemory: Sendable {
     /// Process baseline measured on this machine (runtime, MPI, BLAS buffers): 60 MiB.
     public static let baselineBytes = 60 << 20
     public var peakBytes: Int { parameterBytes + gradientBytes + activationBytes + RankMemory.baselineBytes }
+    /// FLOPs of this rank's layers per token: forward (matrix products, attention with its full T×T square,
+    /// lm_head) and forward + backward (backward ≈ 2× forward, plus recomputing the attention scores).
+    public let forwardFlopsPerToken: Double
+    public let decisionFlopsPerToken: Double
+    /// Bytes this rank sends per calibration token of its replica in one forward + backward (activations
+    /// forward to the next stage, their gradients back to the previous one).
+    public let bytesSentPerToken: Int
+    /// Bytes of the gradient all-reduce across replicas per decision (ring: 2·(R-1)/R of the gradients).
+    public let allReduceBytes: Int
 }
 
 public enum MemoryPlan {
@@ -24,9 +33,20 @@ public enum MemoryPlan {
             let act = Stage<Float>.activationFloats(
                 placement.config, part: p.part, seqLen: seqLen, maxBatch: microBatch,
                 slots: training ? placement.stages : 1, policy: policy, training: training)
+            let c = placement.config
+            let layers = Double(p.part.layers.count)
+            let matrices = Double(ParamLayout.layerTensors(c).filter { $0.1.count == 2 }.reduce(0) { $0 + $1.1.reduce(1, *) })
+            let attention = 4 * Double(seqLen) * Double(c.qDim)  // QKᵀ and PV over the full square
+            var forward = layers * (2 * matrices + attention)
+            if p.part.head { forward += 2 * Double(c.vocabSize * c.hidden) }
+            let decision = 3 * forward + layers * attention / 2
+            let boundaries = (p.stage > 0 ? 1 : 0) + (p.stage < placement.stages - 1 ? 1 : 0)
+            let r = placement.replicas
             return RankMemory(
                 placement: p, parameterBytes: elements * 4, storedBytes: elements * storage.size,
-                gradientBytes: training ? elements * 4 : 0, activationBytes: act * 4)
+                gradientBytes: training ? elements * 4 : 0, activationBytes: act * 4,
+                forwardFlopsPerToken: forward, decisionFlopsPerToken: decision,
+                bytesSentPerToken: boundaries * 4 * c.hidden, allReduceBytes: r > 1 ? 2 * (r - 1) * elements * 4 / r : 0)
         }
     }
 }
