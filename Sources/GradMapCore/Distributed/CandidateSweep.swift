@@ -26,6 +26,8 @@ extension Pipeline {
         let received = Buffer<F>(count: max(1, (1 + incoming.count) * block))
         let sendBuffers = (0..<2).map { _ in Buffer<F>(count: max(1, (1 + outgoing.count) * block)) }
         var sends = [Communicator.Request?](repeating: nil, count: 2)
+        stage.progress = { for r in sends { _ = try? r?.test() } }
+        defer { stage.progress = nil }
         let scratch = (Buffer<F>(count: block), Buffer<F>(count: block))
         let ids = Buffer<UInt32>(count: microBatch * t, zero: 0)
         var nll = [Double](repeating: 0, count: cands.count)

@@ -115,6 +115,19 @@ public final class Communicator: @unchecked Sendable {
         let what: String
         init(_ what: String) { self.what = what }
 
+        /// Lets MPI move pending transfers along without blocking (a large message goes by rendezvous and
+        /// only advances while its sender is inside MPI): returns true when all have completed.
+        @discardableResult
+        public func test() throws -> Bool {
+            var all = true
+            for i in handles.indices where handles[i] != nil {
+                var done: Int32 = 0
+                try Communicator.check(MPI_Test(&handles[i], &done, gm_status_ignore()), "MPI_Test (\(what))")
+                if done == 0 { all = false }
+            }
+            return all
+        }
+
         /// Completes every operation. A rank that waits sleeps between polls (20 µs, growing to 1 ms) instead
         /// of spinning in MPI_Wait: with more ranks than cores, a spinning rank takes the core its neighbour
         /// needs to produce the very message it waits for.

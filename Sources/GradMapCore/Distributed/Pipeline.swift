@@ -89,6 +89,13 @@ public final class Pipeline<F: Real & MPIScalar>: @unchecked Sendable {
         let ids = (0..<slots).map { _ in Buffer<UInt32>(count: microBatch * t, zero: 0) }
         var forwardSends = [Communicator.Request?](repeating: nil, count: slots)
         var backwardSend: Communicator.Request? = nil
+        // Between layers, poke the pending sends: a large message moves only while its sender is in MPI,
+        // and the next stage is waiting for it.
+        stage.progress = {
+            for r in forwardSends { _ = try? r?.test() }
+            _ = try? backwardSend?.test()
+        }
+        defer { stage.progress = nil }
         let scale = F(1.0 / Double(windows.count * (t - 1)))
         if backward { stage.params.grads!.zero() }
         var nll = 0.0

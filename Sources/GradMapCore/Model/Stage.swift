@@ -15,6 +15,8 @@ public final class Stage<F: Real>: @unchecked Sendable {
     /// When false the backward computes only activation gradients (dL/dh), skipping every dL/dW product:
     /// what the activation-gradient metrics need, at about a third of the backward's cost.
     public var computeWeightGradients = true
+    /// Called between layers (forward and backward) so the pipeline can drive its pending transfers.
+    public var progress: (() -> Void)? = nil
 
     let rope: RopeTables<F>
     /// inputs[slot][i] = h entering part.layers[i], [N, H]; outputs[slot] = h leaving the stage, [N, H].
@@ -115,6 +117,7 @@ public final class Stage<F: Real>: @unchecked Sendable {
             let x = internalsFor(slot: slot, layer: l)
             layerForward(l, b: b, inp: inp, out: out, x: x)
             tap?(LayerTap(layer: l, rows: b * seqLen, inp: inp, u: x.u.pointer, out: out))
+            progress?()
         }
     }
 
@@ -144,6 +147,7 @@ public final class Stage<F: Real>: @unchecked Sendable {
                 observe(l, n, dresidual.pointer, f)
             }
             layerBackward(l, b: b, inp: inp, x: x)
+            progress?()
         }
     }
 
@@ -157,6 +161,7 @@ public final class Stage<F: Real>: @unchecked Sendable {
         var next = scratch.0
         for l in layers {
             layerForward(l, b: b, inp: current, out: next, x: internalsFor(slot: 0, layer: l))
+            progress?()
             current = next
             next = next == scratch.0 ? scratch.1 : scratch.0
         }
