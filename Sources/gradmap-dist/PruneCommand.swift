@@ -153,7 +153,7 @@ struct PruneCommand: ParsableCommand {
         options.layers = try parsedLayers()
         options.compensateAt = try target()
         options.ridge = ridge
-        try Pruner<Float>.validate(options, layers: ckpt.config.layers)
+        try Pruner.validate(options, layers: ckpt.config.layers)
         try PrunedWriter<Float>.checkDestination(out, force: force)
         let (data, calib, validation) = try inputs.windows(ckpt, validation: options.compensateAt == .auto)
         let training = options.layers == nil && (inputs.metric.needsBackward)
@@ -261,7 +261,7 @@ struct ScoreCommand: ParsableCommand {
         let ckpt = try inputs.model.checkpoint()
         var options = inputs.options(remove: remove)
         options.compensateAt = nil
-        try Pruner<Float>.validate(options, layers: ckpt.config.layers)
+        try Pruner.validate(options, layers: ckpt.config.layers)
         let (data, calib, _) = try inputs.windows(ckpt, validation: false)
         let pipeline: Pipeline<Float> = try Pipeline.load(
             world: world, checkpoint: ckpt, stages: inputs.stages, seqLen: inputs.seqLen,

@@ -40,7 +40,10 @@ public struct Decision: Sendable {
     public let seconds: Double
 }
 
-public final class Pruner<F: Real & MPIScalar>: @unchecked Sendable {
+/// Concrete in Float (not generic) so that everything it drives — the pipeline, the stages, the kernels — is
+/// specialised inside this module; a generic class called from the CLI would run unspecialised code.
+public final class Pruner: @unchecked Sendable {
+    public typealias F = Float
     public let pipeline: Pipeline<F>
     public let config: ModelConfig
     public let data: TokenWindows
