@@ -59,5 +59,8 @@ final class RealModelTests: XCTestCase {
         XCTAssertEqual(written.config.layers, 28)
         XCTAssertTrue(written.config.tieEmbeddings)
         XCTAssertFalse(written.source.tensorNames.contains("lm_head.weight"))
+        // The GGUF's tokenizer comes along as tokenizer.json and encodes like the GGUF's own.
+        let sample = "The Atlantic Ocean is the second-largest of the world's five oceans."
+        XCTAssertEqual(try Tokenizer(model: dir + "/pruned").encode(sample), try Tokenizer(model: Self.gguf).encode(sample))
     }
 }

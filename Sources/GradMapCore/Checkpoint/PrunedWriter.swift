@@ -102,6 +102,10 @@ public struct PrunedWriter<F: Real & MPIScalar> {
                 let from = source.path + "/" + name
                 if FileManager.default.fileExists(atPath: from) { try FileManager.default.copyItem(atPath: from, toPath: tmp + "/" + name) }
             }
+        } else if let gguf = source.source as? GGUFModel {
+            // A GGUF carries its tokenizer in metadata: write it as tokenizer.json, as `convert` does.
+            try writeJSON(try gguf.tokenizerJSON(), to: tmp + "/tokenizer.json")
+            try writeJSON(try gguf.tokenizerConfigJSON(), to: tmp + "/tokenizer_config.json")
         }
         for (name, data) in extraFiles { try data.write(to: URL(fileURLWithPath: tmp + "/" + name)) }
         if force && FileManager.default.fileExists(atPath: out) { try FileManager.default.removeItem(atPath: out) }
