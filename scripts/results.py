@@ -31,7 +31,7 @@ def sh(cmd):
 
 
 def run_prune(args, extra, label):
-    """One cached prune run; returns its --json object plus wall time."""
+    """One cached prune run; returns its --json object plus wall time (None with --report-only and no cache)."""
     cmd = [os.path.join(ROOT, "launch", "run"), "-np", str(args.np), "--bin", args.bin, "prune",
            "--model", args.model, "--tokens", args.calib, "--seq-len", str(args.seq_len),
            "--eval-tokens", args.eval, "--eval-windows", str(args.eval_windows),
@@ -40,6 +40,8 @@ def run_prune(args, extra, label):
     path = os.path.join(CACHE, "results", f"{label}-{key}.json")
     if os.path.exists(path):
         return json.load(open(path))
+    if args.report_only:
+        return None
     print("running:", " ".join(cmd), file=sys.stderr, flush=True)
     t0 = time.time()
     r = subprocess.run(cmd, capture_output=True, text=True)
@@ -65,12 +67,14 @@ def main():
     p.add_argument("--default-k", type=int, default=8)
     p.add_argument("--bin", default=os.path.join(ROOT, ".build", "release", "gradmap-dist"))
     p.add_argument("--out", default=os.path.join(ROOT, "docs", "results.md"))
+    p.add_argument("--report-only", action="store_true", help="write the tables from the cached runs only")
     args = p.parse_args()
     args.model = os.path.join(CACHE, "assets", "SmolLM2-135M-Instruct.Q4_1.gguf")
     wiki = os.path.join(CACHE, "assets", "wiki")
     args.calib, args.eval = os.path.join(wiki, "calib.bin"), os.path.join(wiki, "eval.bin")
     os.makedirs(os.path.join(CACHE, "results"), exist_ok=True)
-    subprocess.run([os.path.join(ROOT, "launch", "fetch-assets")], check=True)
+    if not args.report_only:
+        subprocess.run([os.path.join(ROOT, "launch", "fetch-assets")], check=True)
     if not os.path.exists(args.bin):
         subprocess.run(["swift", "build", "-c", "release", "--product", "gradmap-dist"], cwd=ROOT, check=True)
     for txt, bin_ in [("calib.txt", args.calib), ("eval.txt", args.eval)]:
@@ -90,12 +94,17 @@ def main():
             name = metric + (" (verify 3)" if more else "")
             label = f"k{k}-{metric}{'-v3' if more else ''}-c{args.calib_windows}"
             plain = run_prune(args, base + ["--metric", metric, "--remove", str(k), "--no-compensate"] + more, label + "-none")
+            if plain is None:
+                continue
             removed = ",".join(str(x) for x in plain["removed"])
             row = {"k": k, "metric": name, "removed": plain["removed"], "ppl_original": plain["eval"]["ppl_original"],
                    "none": plain["eval"]["ppl_pruned"], "scoring_s": plain["seconds"]["scoring"],
                    "calib_pruned": plain["calib_loss"]["pruned"]}
             for mode in ("shift", "auto"):
                 c = run_prune(args, base + ["--layers", removed, "--compensate-at", mode, "--skip-original-eval"], label + "-" + mode)
+                if c is None:
+                    row[mode], row[mode + "_layer"], row[mode + "_s"] = None, None, 0
+                    continue
                 row[mode] = c["eval"].get("ppl_compensated", c["eval"]["ppl_pruned"])
                 row[mode + "_layer"] = (c["compensation"] or {}).get("layer")
                 row[mode + "_s"] = c["seconds"]["compensation"]
@@ -107,6 +116,8 @@ def main():
         label = f"growth-{args.default_metric}-k{args.default_k}-c{n}"
         r = run_prune(args, ["--calib-windows", str(n), "--metric", args.default_metric, "--remove", str(args.default_k),
                              "--compensate-at", "auto"], label)
+        if r is None:
+            continue
         growth.append({"windows": n, "removed": r["removed"], "none": r["eval"]["ppl_pruned"],
                        "auto": r["eval"].get("ppl_compensated"), "layer": (r["compensation"] or {}).get("layer"),
                        "seconds": r["seconds"]["scoring"] + r["seconds"]["compensation"]})
@@ -152,6 +163,9 @@ def write(args, rows, growth):
                 best.setdefault((r["k"], mode), []).append((r[mode], r["metric"]))
         lines += ["## Best per column", ""]
         for (k, mode), vals in sorted(best.items()):
+            vals = [x for x in vals if x[0] is not None]
+            if not vals:
+                continue
             v, m = min(vals)
             lines.append(f"- K = {k}, {mode}: {m} ({fmt(v)})")
         lines.append("")
