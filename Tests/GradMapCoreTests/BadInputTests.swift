@@ -15,19 +15,6 @@ final class BadInputTests: XCTestCase {
         return dir
     }
 
-    func expectBadInput(_ contains: [String], file: StaticString = #filePath, line: UInt = #line, _ body: () throws -> Void) {
-        do {
-            try body()
-            XCTFail("expected an error containing \(contains)", file: file, line: line)
-        } catch let e as GradMapError {
-            guard case .badInput(let message) = e else { return XCTFail("not bad input: \(e)", file: file, line: line) }
-            XCTAssertFalse(message.contains("\n"), "error must be one line: \(message)", file: file, line: line)
-            for s in contains { XCTAssertTrue(message.contains(s), "'\(message)' lacks '\(s)'", file: file, line: line) }
-        } catch {
-            XCTFail("unexpected error type: \(error)", file: file, line: line)
-        }
-    }
-
     func loadModel(_ dir: String) throws {
         let ckpt = try Checkpoint(directory: dir)
         let _: Stage<Float> = try LocalEngine.load(ckpt, seqLen: 4, maxBatch: 1, training: false)

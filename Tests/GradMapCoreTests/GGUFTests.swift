@@ -140,19 +140,6 @@ enum GGUFTestWriter {
 }
 
 final class GGUFTests: XCTestCase {
-    func expectBadInput(_ contains: [String], file: StaticString = #filePath, line: UInt = #line, _ body: () throws -> Void) {
-        do {
-            try body()
-            XCTFail("expected an error containing \(contains)", file: file, line: line)
-        } catch let e as GradMapError {
-            guard case .badInput(let message) = e else { return XCTFail("not bad input: \(e)", file: file, line: line) }
-            XCTAssertFalse(message.contains("\n"), "error must be one line: \(message)", file: file, line: line)
-            for s in contains { XCTAssertTrue(message.contains(s), "'\(message)' lacks '\(s)'", file: file, line: line) }
-        } catch {
-            XCTFail("unexpected error type: \(error)", file: file, line: line)
-        }
-    }
-
     func loadModel(_ path: String) throws {
         let ckpt = try Checkpoint(path: path)
         let _: Stage<Float> = try LocalEngine.load(ckpt, seqLen: 4, maxBatch: 1, training: false)

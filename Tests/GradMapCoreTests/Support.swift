@@ -94,3 +94,17 @@ func runProcess(_ path: String, _ args: [String], env extra: [String: String] = 
     return ProcessResult(status: p.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
                          stderr: String(decoding: errData, as: UTF8.self))
 }
+
+/// Runs body and requires a one-line .badInput error containing every string of `contains`.
+func expectBadInput(_ contains: [String], file: StaticString = #filePath, line: UInt = #line, _ body: () throws -> Void) {
+    do {
+        try body()
+        XCTFail("expected an error containing \(contains)", file: file, line: line)
+    } catch let e as GradMapError {
+        guard case .badInput(let message) = e else { return XCTFail("not bad input: \(e)", file: file, line: line) }
+        XCTAssertFalse(message.contains("\n"), "error must be one line: \(message)", file: file, line: line)
+        for s in contains { XCTAssertTrue(message.contains(s), "'\(message)' lacks '\(s)'", file: file, line: line) }
+    } catch {
+        XCTFail("unexpected error type: \(error)", file: file, line: line)
+    }
+}

@@ -168,19 +168,6 @@ final class TokenizerTests: XCTestCase {
 
     // MARK: - Bad input
 
-    func expectBadInput(_ contains: [String], file: StaticString = #filePath, line: UInt = #line, _ body: () throws -> Void) {
-        do {
-            try body()
-            XCTFail("expected an error containing \(contains)", file: file, line: line)
-        } catch let e as GradMapError {
-            guard case .badInput(let message) = e else { return XCTFail("not bad input: \(e)", file: file, line: line) }
-            XCTAssertFalse(message.contains("\n"), "error must be one line: \(message)", file: file, line: line)
-            for s in contains { XCTAssertTrue(message.contains(s), "'\(message)' lacks '\(s)'", file: file, line: line) }
-        } catch {
-            XCTFail("unexpected error type: \(error)", file: file, line: line)
-        }
-    }
-
     /// A copy of a fixture's tokenizer.json with `edit` applied, in a fresh folder.
     func editedTokenizer(_ edit: (inout [String: Any]) -> Void) throws -> String {
         let src = Self.root + "/llama2_legacy/tokenizer.json"
