@@ -154,7 +154,7 @@ struct PruneCommand: ParsableCommand {
         options.compensateAt = try target()
         options.ridge = ridge
         try Pruner.validate(options, layers: ckpt.config.layers)
-        try PrunedWriter<Float>.checkDestination(out, force: force)
+        try PrunedWriter.checkDestination(out, force: force)
         let (data, calib, validation) = try inputs.windows(ckpt, validation: options.compensateAt == .auto)
         let training = options.layers == nil && (inputs.metric.needsBackward)
         let pipeline: Pipeline<Float> = try Pipeline.load(

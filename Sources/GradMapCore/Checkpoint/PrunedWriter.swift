@@ -5,14 +5,15 @@
 // Everything goes to a temporary folder beside DIR, renamed at the end: a failed run leaves no partial DIR.
 import Foundation
 
-public struct PrunedWriter<F: Real & MPIScalar> {
-    public let pipeline: Pipeline<F>
+/// Float only, like Pruner: the pipeline it writes from is the engine's float32 one.
+public struct PrunedWriter {
+    public let pipeline: Pipeline<Float>
     public let source: Checkpoint
     /// Original indices of the kept layers.
     public let kept: [Int]
     public let dtype: DType
 
-    public init(pipeline: Pipeline<F>, source: Checkpoint, kept: Set<Int>, dtype: DType) {
+    public init(pipeline: Pipeline<Float>, source: Checkpoint, kept: Set<Int>, dtype: DType) {
         self.pipeline = pipeline
         self.source = source
         self.kept = kept.sorted()
@@ -76,7 +77,7 @@ public struct PrunedWriter<F: Real & MPIScalar> {
             let entries = tensors(ofStage: me.stage).map { spec, name in
                 SafeTensorsEntry(
                     name: name, dtype: dtype, shape: spec.shape,
-                    values: UnsafeBufferPointer(start: floats(params.values.pointer + spec.offset, spec.count), count: spec.count))
+                    values: UnsafeBufferPointer(start: params.values.pointer + spec.offset, count: spec.count))
             }
             try SafeTensorsWriter.write(entries, to: tmp + "/" + shardName(k))
         }
@@ -134,14 +135,6 @@ public struct PrunedWriter<F: Real & MPIScalar> {
         if cfg["dtype"] != nil || cfg["torch_dtype"] == nil { cfg["dtype"] = name }
         if cfg["torch_dtype"] != nil { cfg["torch_dtype"] = name }
         return cfg
-    }
-
-    /// A Float view of n values (a copy when F is not Float).
-    func floats(_ p: UnsafeMutablePointer<F>, _ n: Int) -> UnsafePointer<Float> {
-        if F.self == Float.self { return UnsafeRawPointer(p).assumingMemoryBound(to: Float.self) }
-        let out = UnsafeMutablePointer<Float>.allocate(capacity: n)
-        for i in 0..<n { out[i] = Float(p[i].double) }
-        return UnsafePointer(out)
     }
 }
 
