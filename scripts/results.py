@@ -30,16 +30,16 @@ def sh(cmd):
     return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
 
 
-def run_prune(args, extra, label):
+def run_prune(args, extra, label, np=None):
     """One cached prune run; returns its --json object plus wall time (None with --report-only and no cache)."""
-    cmd = [os.path.join(ROOT, "launch", "run"), "-np", str(args.np), "--bin", args.bin, "prune",
+    cmd = [os.path.join(ROOT, "launch", "run"), "-np", str(np or args.np), "--bin", args.bin, "prune",
            "--model", args.model, "--tokens", args.calib, "--seq-len", str(args.seq_len),
            "--eval-tokens", args.eval, "--eval-windows", str(args.eval_windows),
            "--out", os.path.join(CACHE, "results", "model-" + label), "--force", "--json"] + extra
-    key = hashlib.sha256(json.dumps(cmd[3:]).encode()).hexdigest()[:16]
+    key = hashlib.sha256(json.dumps(cmd[5:]).encode()).hexdigest()[:16]  # the binary's path is not part of the key
     path = os.path.join(CACHE, "results", f"{label}-{key}.json")
     if os.path.exists(path):
-        return json.load(open(path))
+        return with_decisions(json.load(open(path)), label)
     if args.report_only:
         return None
     print("running:", " ".join(cmd), file=sys.stderr, flush=True)
@@ -50,7 +50,16 @@ def run_prune(args, extra, label):
     result = json.loads(r.stdout.strip().splitlines()[-1])
     result["wall_seconds"] = time.time() - t0
     result["command"] = " ".join(["gradmap-dist"] + cmd[5:])
+    result = with_decisions(result, label)
     json.dump(result, open(path, "w"), indent=1)
+    return result
+
+
+def with_decisions(result, label):
+    """Adds the per-decision records (layer, score, seconds) from the run's pruning_report.json."""
+    report = os.path.join(CACHE, "results", "model-" + label, "pruning_report.json")
+    if "decisions" not in result and os.path.exists(report):
+        result["decisions"] = json.load(open(report)).get("decisions", [])
     return result
 
 
@@ -63,8 +72,10 @@ def main():
     p.add_argument("--eval-windows", type=int, default=64)
     p.add_argument("--seq-len", type=int, default=256)
     p.add_argument("--growth", default="8,32,128", help="calibration windows for the growth table ('' to skip)")
+    p.add_argument("--growth-np", type=int, default=4, help="ranks for the calibration-growth runs")
     p.add_argument("--default-metric", default="gradmap")
     p.add_argument("--default-k", type=int, default=8)
+    p.add_argument("--prefix-check-metric", default="gradmap", help="metric also run directly at every smaller K")
     p.add_argument("--bin", default=os.path.join(ROOT, ".build", "release", "gradmap-dist"))
     p.add_argument("--out", default=os.path.join(ROOT, "docs", "results.md"))
     p.add_argument("--report-only", action="store_true", help="write the tables from the cached runs only")
@@ -89,22 +100,50 @@ def main():
         if m in ("gradmap", "fisher"):
             variants.append((m, ["--verify-top", "3"]))
     base = ["--calib-windows", str(args.calib_windows)]
-    for k in ks:
-        for metric, more in variants:
-            name = metric + (" (verify 3)" if more else "")
-            label = f"k{k}-{metric}{'-v3' if more else ''}-c{args.calib_windows}"
-            plain = run_prune(args, base + ["--metric", metric, "--remove", str(k), "--no-compensate"] + more, label + "-none")
-            if plain is None:
-                continue
-            removed = ",".join(str(x) for x in plain["removed"])
-            row = {"k": k, "metric": name, "removed": plain["removed"], "ppl_original": plain["eval"]["ppl_original"],
-                   "none": plain["eval"]["ppl_pruned"], "scoring_s": plain["seconds"]["scoring"],
-                   "calib_pruned": plain["calib_loss"]["pruned"]}
-            for mode in ("shift", "auto"):
-                c = run_prune(args, base + ["--layers", removed, "--compensate-at", mode, "--skip-original-eval"], label + "-" + mode)
-                if c is None:
-                    row[mode], row[mode + "_layer"], row[mode + "_s"] = None, None, 0
+    # Decisions are greedy and deterministic (one layer per decision, compensation only after the last one), so the
+    # first k decisions of a K-layer run are exactly the decisions of a k-layer run: smaller K re-apply that prefix
+    # with --layers and take its scoring time from the per-decision seconds. `prefix_check` runs one metric directly
+    # at every smaller K to show that the prefix is what a direct run removes.
+    kmax = max(ks)
+    prefix_check = []
+    for metric, more in variants:
+        name = metric + (" (verify 3)" if more else "")
+        tag = f"{metric}{'-v3' if more else ''}-c{args.calib_windows}"
+        plain = run_prune(args, base + ["--metric", metric, "--remove", str(kmax), "--no-compensate"] + more, f"k{kmax}-{tag}-none")
+        if plain is None:
+            continue
+        for k in sorted(ks, reverse=True):
+            label = f"k{k}-{tag}"
+            run = plain
+            if k != kmax and metric == "angular":  # one block of K consecutive layers: depends on K, run it
+                run = run_prune(args, base + ["--metric", metric, "--remove", str(k), "--no-compensate"] + more, label + "-none")
+                if run is None:
                     continue
+            derived = run is plain and k != kmax
+            layers = run["removed"][:k]
+            seconds = [d["seconds"] for d in plain.get("decisions", [])[:k]]
+            if not derived:
+                scoring = run["seconds"]["scoring"]
+            elif len(seconds) < k:
+                scoring = None
+            else:  # bi scores once: its decisions carry the time since that one scoring began
+                scoring = seconds[-1] if metric == "bi" else sum(seconds)
+            row = {"k": k, "metric": name, "removed": layers, "ppl_original": plain["eval"]["ppl_original"],
+                   "none": None if derived else run["eval"]["ppl_pruned"], "scoring_s": scoring, "derived": derived}
+            if k != kmax and metric == args.prefix_check_metric and not more:
+                direct = run_prune(args, base + ["--metric", metric, "--remove", str(k), "--no-compensate"], label + "-direct")
+                if direct is not None:
+                    prefix_check.append({"metric": metric, "k": k, "prefix": layers, "direct": direct["removed"]})
+                    if direct["removed"] != layers:
+                        sys.exit(f"prefix check failed: {metric} K={k} direct {direct['removed']} vs prefix {layers}")
+            for mode in ("shift", "auto"):
+                c = run_prune(args, base + ["--layers", ",".join(map(str, layers)), "--compensate-at", mode,
+                                            "--skip-original-eval"], label + "-" + mode)
+                if c is None:
+                    row[mode], row[mode + "_layer"], row[mode + "_s"] = None, None, None
+                    continue
+                if row["none"] is None:
+                    row["none"] = c["eval"]["ppl_pruned"]
                 row[mode] = c["eval"].get("ppl_compensated", c["eval"]["ppl_pruned"])
                 row[mode + "_layer"] = (c["compensation"] or {}).get("layer")
                 row[mode + "_s"] = c["seconds"]["compensation"]
@@ -115,30 +154,47 @@ def main():
     for n in [int(x) for x in args.growth.split(",") if x]:
         label = f"growth-{args.default_metric}-k{args.default_k}-c{n}"
         r = run_prune(args, ["--calib-windows", str(n), "--metric", args.default_metric, "--remove", str(args.default_k),
-                             "--compensate-at", "auto"], label)
+                             "--compensate-at", "auto"], label, np=args.growth_np)
         if r is None:
             continue
         growth.append({"windows": n, "removed": r["removed"], "none": r["eval"]["ppl_pruned"],
                        "auto": r["eval"].get("ppl_compensated"), "layer": (r["compensation"] or {}).get("layer"),
                        "seconds": r["seconds"]["scoring"] + r["seconds"]["compensation"]})
-    write(args, rows, growth)
+    write(args, rows, growth, prefix_check)
+
+
+def secs(x):
+    return "—" if x is None else f"{x:.0f}"
 
 
 def fmt(x):
     return "—" if x is None else (f"{x:.1f}" if x < 1000 else f"{x:.3g}")
 
 
-def write(args, rows, growth):
+def write(args, rows, growth, prefix_check):
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
     lines = ["# Results: which layers, how good, how fast (SmolLM2-135M)", "",
              f"Made by `python3 scripts/results.py --np {args.np} --ks {args.ks} --calib-windows {args.calib_windows} "
-             f"--eval-windows {args.eval_windows} --growth {args.growth}` on {datetime.date.today()} "
+             f"--eval-windows {args.eval_windows} --growth {args.growth} --growth-np {args.growth_np} "
+             f"--default-metric {args.default_metric}` on {datetime.date.today()} "
              f"({cpu}, {os.cpu_count()} cores, {args.np} ranks).", "",
              f"Model: SmolLM2-135M-Instruct (Q4_1 GGUF, dequantised; 30 layers). Calibration: {args.calib_windows} windows "
              f"of {args.seq_len} tokens spread over the calibration articles; evaluation: {args.eval_windows} windows of "
              f"{args.seq_len} tokens spread over the held-out evaluation articles (docs/data.md); perplexity as in "
              "docs/method.md. Protected: first and last layer. Compensation columns re-apply the same removed layers "
-             "with `--compensate-at shift` (the paper's rule) or `auto` (validation-selected, method.md step 4).", ""]
+             "with `--compensate-at shift` (the paper's rule) or `auto` (validation-selected, method.md step 4); their "
+             "'no compensation' perplexity is the same model before the compensation is folded in. Seconds are wall "
+             "time on a shared 2-core machine (docs/benchmarks.md has the clean timings).", ""]
+    kmax = max(r["k"] for r in rows) if rows else None
+    if any(r["derived"] for r in rows):
+        lines += [f"Smaller K reuse the first K decisions of the K = {kmax} run: decisions are greedy and deterministic "
+                  "(one layer per decision, compensation only after the last), so a K-layer run removes exactly that "
+                  "prefix; its scoring time is the sum of those decisions' seconds (marked *). Angular removes one block "
+                  "of K consecutive layers, so it runs at every K."]
+        for c in prefix_check:
+            lines.append(f"Checked: `{c['metric']}` run directly with K = {c['k']} removed {' '.join(map(str, c['direct']))}, "
+                         f"the prefix of its K = {kmax} run is {' '.join(map(str, c['prefix']))}.")
+        lines.append("")
     if rows:
         lines.append(f"Unpruned perplexity: **{fmt(rows[0]['ppl_original'])}**.")
         lines.append("")
@@ -148,10 +204,11 @@ def write(args, rows, growth):
                   "|---|---|---|---|---|---|---|"]
         for r in [r for r in rows if r["k"] == k]:
             lines.append(f"| {r['metric']} | {' '.join(map(str, r['removed']))} | {fmt(r['none'])} | {fmt(r['shift'])} ({r['shift_layer']}) "
-                         f"| {fmt(r['auto'])} ({r['auto_layer'] if r['auto_layer'] is not None else 'none'}) | {r['scoring_s']:.0f} | {r['auto_s']:.0f} |")
+                         f"| {fmt(r['auto'])} ({r['auto_layer'] if r['auto_layer'] is not None else 'none'}) | {secs(r['scoring_s'])}{'*' if r['derived'] else ''} | {secs(r['auto_s'])} |")
         lines.append("")
     if growth:
         lines += [f"## Calibration size ({args.default_metric}, K = {args.default_k}, auto compensation, {args.np} ranks)", "",
+                  "Each run scores on the first N windows of the calibration set and is evaluated on the same held-out windows.", "",
                   "| calibration windows | removed layers | ppl, no compensation | ppl, auto (j*) | seconds |", "|---|---|---|---|---|"]
         for g in growth:
             lines.append(f"| {g['windows']} | {' '.join(map(str, g['removed']))} | {fmt(g['none'])} | {fmt(g['auto'])} ({g['layer']}) | {g['seconds']:.0f} |")
@@ -168,6 +225,21 @@ def write(args, rows, growth):
                 continue
             v, m = min(vals)
             lines.append(f"- K = {k}, {mode}: {m} ({fmt(v)})")
+        lines.append("")
+        lines += ["## Mean rank over K (lower is better)", "",
+                  "Each (metric, compensation) pair ranked by perplexity within each K, then averaged over K.", "",
+                  "| metric | compensation | mean rank | " + " | ".join(f"ppl K={k}" for k in sorted({r['k'] for r in rows})) + " |",
+                  "|---|---|---|" + "---|" * len({r['k'] for r in rows})]
+        ks = sorted({r["k"] for r in rows})
+        cells = {}
+        for k in ks:
+            entries = sorted((r[mode], r["metric"], mode) for r in rows if r["k"] == k for mode in ("none", "shift", "auto")
+                             if r[mode] is not None)
+            for rank, (v, m, mode) in enumerate(entries, 1):
+                cells.setdefault((m, mode), {})[k] = (rank, v)
+        table = sorted(((sum(r for r, _ in c.values()) / len(c), m, mode, c) for (m, mode), c in cells.items() if len(c) == len(ks)))
+        for mean, m, mode, c in table:
+            lines.append(f"| {m} | {mode} | {mean:.1f} | " + " | ".join(fmt(c[k][1]) for k in ks) + " |")
         lines.append("")
     open(args.out, "w").write("\n".join(lines) + "\n")
     print("wrote", args.out, file=sys.stderr)
