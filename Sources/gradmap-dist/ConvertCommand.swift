@@ -45,17 +45,12 @@ struct ConvertCommand: ParsableCommand {
         var files = ["config.json", "model.safetensors"]
         var bytes = 0
         try build(target) { temp in
-            // Tensors in the engine's order (no lm_head.weight when tied), each widened to F32 once.
-            var entries: [SafeTensorsEntry] = []
-            for spec in ParamLayout.specs(c, part: .whole(c)) {
-                var values = [Float](repeating: 0, count: spec.count)
-                try values.withUnsafeMutableBufferPointer { try ckpt.load(spec.name, shape: spec.shape, into: $0.baseAddress!) }
-                let entry = values.withUnsafeBufferPointer { SafeTensorsEntry(name: spec.name, dtype: .f32, shape: spec.shape, values: $0) }
-                bytes += entry.bytes.count
-                entries.append(entry)
+            // Tensors in the engine's order (no lm_head.weight when tied), each widened to F32 as it is written.
+            let entries = ParamLayout.specs(c, part: .whole(c)).map { spec in
+                SafeTensorsEntry(name: spec.name, dtype: .f32, shape: spec.shape) { try ckpt.load(spec.name, shape: spec.shape, into: $0) }
             }
+            bytes = entries.reduce(0) { $0 + $1.byteCount }
             try SafeTensorsWriter.write(entries, to: temp + "/model.safetensors")
-            entries = []
             try writeJSON(c.raw, to: temp + "/config.json", pretty: true)
             if gguf.file.metadata["tokenizer.ggml.model"] != nil {
                 try writeJSON(try gguf.tokenizerJSON(), to: temp + "/tokenizer.json", pretty: false)

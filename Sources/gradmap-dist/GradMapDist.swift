@@ -52,6 +52,9 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .long, help: "Hugging Face checkpoint folder (config.json + safetensors) or a .gguf file.")
     var model: String
 
+    @Option(name: .long, help: "f32: widen every weight at load; bf16: keep layer weights as BF16 (memory-mapped from a BF16 checkpoint) and widen one layer at a time when it runs.")
+    var weights: WeightFormat = .f32
+
     func checkpoint() throws -> Checkpoint { try Checkpoint(directory: model) }
 }
 
@@ -85,14 +88,18 @@ struct WindowOptions: ParsableArguments {
     }
 
     /// This rank's pipeline over the checkpoint, and the windows.
-    func pipeline(_ world: Communicator, _ ckpt: Checkpoint, training: Bool) throws -> (Pipeline<Float>, TokenWindows, [Int]) {
+    func pipeline(
+        _ world: Communicator, _ ckpt: Checkpoint, training: Bool, weights: WeightFormat
+    ) throws -> (Pipeline<Float>, TokenWindows, [Int]) {
         let (data, list) = try load(vocabSize: ckpt.config.vocabSize)
         let p: Pipeline<Float> = try Pipeline.load(
             world: world, checkpoint: ckpt, stages: stages, seqLen: seqLen,
-            microBatch: min(microBatch, list.count), training: training)
+            microBatch: min(microBatch, list.count), training: training, weights: weights)
         return (p, data, list)
     }
 }
+
+extension WeightFormat: ExpressibleByArgument {}
 
 func elapsed(since start: DispatchTime) -> Double {
     Double(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1e9

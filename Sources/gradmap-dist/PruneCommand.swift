@@ -159,7 +159,7 @@ struct PruneCommand: ParsableCommand {
         let training = options.layers == nil && (inputs.metric.needsBackward)
         let pipeline: Pipeline<Float> = try Pipeline.load(
             world: world, checkpoint: ckpt, stages: inputs.stages, seqLen: inputs.seqLen,
-            microBatch: min(inputs.microBatch, calib.count), training: training)
+            microBatch: min(inputs.microBatch, calib.count), training: training, weights: inputs.model.weights)
         let pruner = try Pruner(pipeline: pipeline, data: data, calibration: calib, validation: validation, options: options)
         let log: (String) -> Void = { line in if world.rank == 0 { FileHandle.standardError.write(Data((line + "\n").utf8)) } }
         pruner.progress = log
@@ -265,7 +265,8 @@ struct ScoreCommand: ParsableCommand {
         let (data, calib, _) = try inputs.windows(ckpt, validation: false)
         let pipeline: Pipeline<Float> = try Pipeline.load(
             world: world, checkpoint: ckpt, stages: inputs.stages, seqLen: inputs.seqLen,
-            microBatch: min(inputs.microBatch, calib.count), training: inputs.metric.needsBackward)
+            microBatch: min(inputs.microBatch, calib.count), training: inputs.metric.needsBackward,
+            weights: inputs.model.weights)
         let pruner = try Pruner(pipeline: pipeline, data: data, calibration: calib, validation: [], options: options)
         let t0 = DispatchTime.now()
         let scores = try pruner.scoreOnce()

@@ -111,6 +111,58 @@ final class PruneCLITests: XCTestCase {
         }
     }
 
+    /// --weights bf16 widens each layer from the BF16 bits when it runs. On a BF16 checkpoint that widening is
+    /// exact, so every number and the written files must be identical to --weights f32, for 1 and 2 ranks,
+    /// through the taylor metric (reads W), the compensation fold (writes down_proj) and the writer.
+    func testBF16WeightsAreExactOnABF16Checkpoint() throws {
+        let model = try makeModel(layers: 8, dtype: .bf16, seed: 5)
+        var runs: [(String, [String: Any], Data)] = []
+        for (weights, np) in [("f32", 1), ("bf16", 1), ("bf16", 2)] {
+            let out = temporaryDirectory("bf16w") + "/p"
+            let r = try prune(model, out, ["--remove", "3", "--metric", "taylor", "--compensate-at", "shift", "--weights", weights,
+                                           "--stages", "\(np)"], np: np)
+            XCTAssertEqual(r.status, 0, "\(weights) np=\(np): \(r.stderr)")
+            // The written tensors, in name order, as bytes (shards differ with the number of stages).
+            let ckpt = try Checkpoint(path: out)
+            let folder = ckpt.source as! SafeTensorsFolder
+            var bytes = Data()
+            for name in folder.tensorNames.sorted() {
+                let (file, info) = try folder.info(name)
+                XCTAssertEqual(info.dtype, .bf16, name)
+                bytes.append(Data(bytes: file.data(info), count: info.end - info.begin))
+            }
+            runs.append(("\(weights) np=\(np)", try json(r), bytes))
+        }
+        let (_, ref, refBytes) = runs[0]
+        for (label, o, bytes) in runs.dropFirst() {
+            XCTAssertEqual(o["removed"] as! [Int], ref["removed"] as! [Int], label)
+            XCTAssertEqual((o["compensation"] as? [String: Any])?["layer"] as? Int, (ref["compensation"] as? [String: Any])?["layer"] as? Int, label)
+            let l = o["calib_loss"] as! [String: Any], rl = ref["calib_loss"] as! [String: Any]
+            for key in ["original", "pruned", "compensated"] {
+                // Same arithmetic on the same values: equal up to the cross-rank sum order (np=2), 1e-9 relative.
+                let x = (l[key] as? NSNumber)?.doubleValue, y = (rl[key] as? NSNumber)?.doubleValue
+                XCTAssertEqual(x == nil, y == nil, "\(label) \(key)")
+                if let x, let y { XCTAssertEqual(x, y, accuracy: 1e-9 * y, "\(label) \(key)") }
+            }
+            XCTAssertEqual(bytes, refBytes, "\(label): written tensors differ")
+        }
+    }
+
+    /// On an F32 checkpoint, --weights bf16 rounds the layer weights once: the loss moves by about BF16's
+    /// relative precision (2^-8), and pruning still works end to end.
+    func testBF16WeightsOnAnF32Checkpoint() throws {
+        let model = try makeModel(layers: 6, seed: 8)
+        var losses: [Double] = []
+        for weights in ["f32", "bf16"] {
+            let out = temporaryDirectory("bf16f") + "/p"
+            let r = try prune(model, out, ["--remove", "2", "--weights", weights, "--compensate-at", "shift"])
+            XCTAssertEqual(r.status, 0, r.stderr)
+            losses.append(((try json(r)["calib_loss"] as! [String: Any])["original"] as! NSNumber).doubleValue)
+        }
+        XCTAssertNotEqual(losses[0], losses[1], "the bf16 run must use rounded weights")
+        XCTAssertEqual(losses[1], losses[0], accuracy: 2e-2 * losses[0], "BF16 rounding of the weights (8-bit mantissa)")
+    }
+
     func testGivenLayersAndScore() throws {
         let model = try makeModel(layers: 6)
         let out = temporaryDirectory("given") + "/p"

@@ -11,6 +11,13 @@ public protocol TensorSource: AnyObject, Sendable {
     func tensorInfo(_ name: String) throws -> (shape: [Int], dtype: String)
     /// Reads the tensor, which must have exactly `shape`, widened into dst.
     func load<F: Real>(_ name: String, shape: [Int], into dst: UnsafeMutablePointer<F>) throws
+    /// The tensor's BF16 bits in place (memory-mapped), when it is stored as BF16 and 2-byte aligned; else nil.
+    /// `owner` keeps the mapping alive.
+    func mappedBF16(_ name: String, shape: [Int]) throws -> (bits: UnsafePointer<UInt16>, owner: AnyObject)?
+}
+
+extension TensorSource {
+    public func mappedBF16(_ name: String, shape: [Int]) throws -> (bits: UnsafePointer<UInt16>, owner: AnyObject)? { nil }
 }
 
 public final class Checkpoint: @unchecked Sendable {
@@ -143,5 +150,15 @@ public final class SafeTensorsFolder: TensorSource, @unchecked Sendable {
         }
         widen(f.data(info), dtype: info.dtype, count: info.count, into: dst)
         f.release(info)
+    }
+
+    public func mappedBF16(_ name: String, shape: [Int]) throws -> (bits: UnsafePointer<UInt16>, owner: AnyObject)? {
+        let (f, info) = try info(name)
+        guard info.shape == shape else {
+            throw bad("\(f.path): tensor \(name) has wrong shape; expected \(shape), got \(info.shape)")
+        }
+        let data = f.data(info)
+        guard info.dtype == .bf16, Int(bitPattern: data) % 2 == 0 else { return nil }
+        return (data.assumingMemoryBound(to: UInt16.self), f)
     }
 }

@@ -75,9 +75,7 @@ public struct PrunedWriter {
         if me.replica == 0, let k = writing.firstIndex(of: me.stage) {
             let params = pipeline.stage.params
             let entries = tensors(ofStage: me.stage).map { spec, name in
-                SafeTensorsEntry(
-                    name: name, dtype: dtype, shape: spec.shape,
-                    values: UnsafeBufferPointer(start: params.values.pointer + spec.offset, count: spec.count))
+                SafeTensorsEntry(name: name, dtype: dtype, shape: spec.shape) { $0.update(from: params.value(spec), count: spec.count) }
             }
             try SafeTensorsWriter.write(entries, to: tmp + "/" + shardName(k))
         }

@@ -2,35 +2,61 @@
 // padded with spaces to a multiple of 8 so every tensor is 8-byte aligned; "__metadata__": {"format": "pt"}.
 import Foundation
 
+/// One tensor to write. Its bytes are produced when the writer reaches it, so a file is streamed one tensor at a
+/// time and writing never holds a second copy of the model.
 public struct SafeTensorsEntry {
     public let name: String
     public let dtype: DType
     public let shape: [Int]
-    public let bytes: [UInt8]
+    public let byteCount: Int
+    let fill: (UnsafeMutableRawBufferPointer) throws -> Void
 
     public init(name: String, dtype: DType, shape: [Int], bytes: [UInt8]) {
-        self.name = name; self.dtype = dtype; self.shape = shape; self.bytes = bytes
+        self.name = name; self.dtype = dtype; self.shape = shape; byteCount = bytes.count
+        fill = { raw in raw.copyBytes(from: bytes) }
     }
 
-    /// Float values stored as dtype (F32, F16 or BF16; 16-bit with round-to-nearest-even).
-    public init(name: String, dtype: DType, shape: [Int], values: UnsafeBufferPointer<Float>) {
-        precondition(values.count == shape.reduce(1, *), "\(name): \(values.count) values for shape \(shape)")
-        var out = [UInt8](repeating: 0, count: values.count * dtype.size)
-        out.withUnsafeMutableBytes { raw in
+    /// Float values, produced into a scratch of shape.product floats by `produce` when written, stored as dtype
+    /// (F32, F16 or BF16; 16-bit with round-to-nearest-even).
+    public init(name: String, dtype: DType, shape: [Int], produce: @escaping (UnsafeMutablePointer<Float>) throws -> Void) {
+        precondition(dtype == .f32 || dtype == .f16 || dtype == .bf16, "SafeTensorsEntry: cannot store floats as \(dtype)")
+        let count = shape.reduce(1, *)
+        self.name = name; self.dtype = dtype; self.shape = shape; byteCount = count * dtype.size
+        fill = { raw in
+            if dtype == .f32 {
+                try produce(raw.baseAddress!.assumingMemoryBound(to: Float.self))
+                return
+            }
+            let values = UnsafeMutablePointer<Float>.allocate(capacity: max(count, 1))
+            defer { values.deallocate() }
+            try produce(values)
             switch dtype {
-            case .f32: for (i, v) in values.enumerated() { raw.storeBytes(of: v.bitPattern.littleEndian, toByteOffset: 4 * i, as: UInt32.self) }
-            case .f16: for (i, v) in values.enumerated() { raw.storeBytes(of: floatToHalf(v).littleEndian, toByteOffset: 2 * i, as: UInt16.self) }
-            case .bf16: for (i, v) in values.enumerated() { raw.storeBytes(of: floatToBF16(v).littleEndian, toByteOffset: 2 * i, as: UInt16.self) }
-            default: preconditionFailure("SafeTensorsEntry: cannot store floats as \(dtype)")
+            case .f16: for i in 0..<count { raw.storeBytes(of: floatToHalf(values[i]).littleEndian, toByteOffset: 2 * i, as: UInt16.self) }
+            default: for i in 0..<count { raw.storeBytes(of: floatToBF16(values[i]).littleEndian, toByteOffset: 2 * i, as: UInt16.self) }
             }
         }
-        self.init(name: name, dtype: dtype, shape: shape, bytes: out)
+    }
+
+    /// Float values copied now and stored as dtype.
+    public init(name: String, dtype: DType, shape: [Int], values: UnsafeBufferPointer<Float>) {
+        precondition(values.count == shape.reduce(1, *), "\(name): \(values.count) values for shape \(shape)")
+        let copy = Array(values)
+        self.init(name: name, dtype: dtype, shape: shape) { dst in
+            copy.withUnsafeBufferPointer { dst.update(from: $0.baseAddress!, count: copy.count) }
+        }
+    }
+
+    /// The stored bytes (tests and small files).
+    public func bytes() throws -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: byteCount)
+        try out.withUnsafeMutableBytes { try fill($0) }
+        return out
     }
 }
 
 public enum SafeTensorsWriter {
-    /// The file's bytes. `header` replaces the generated JSON header (tests use it to build broken files).
-    public static func encode(_ entries: [SafeTensorsEntry], metadata: [String: String] = ["format": "pt"]) -> [UInt8] {
+    /// The JSON header (space-padded so the data starts 8-byte aligned) and the entries in file order.
+    static func layout(_ entries: [SafeTensorsEntry], metadata: [String: String]) -> ([UInt8], [SafeTensorsEntry]) {
         let ordered = entries.sorted { ($0.dtype.size, $1.name) > ($1.dtype.size, $0.name) }
         var json = "{"
         if !metadata.isEmpty {
@@ -48,24 +74,38 @@ public enum SafeTensorsWriter {
             if json.count > 1 { json += "," }
             JSONValue.escape(e.name, into: &json)
             let shape = e.shape.map(String.init).joined(separator: ",")
-            json += ":{\"dtype\":\"\(e.dtype.rawValue)\",\"shape\":[\(shape)],\"data_offsets\":[\(offset),\(offset + e.bytes.count)]}"
-            offset += e.bytes.count
+            json += ":{\"dtype\":\"\(e.dtype.rawValue)\",\"shape\":[\(shape)],\"data_offsets\":[\(offset),\(offset + e.byteCount)]}"
+            offset += e.byteCount
         }
         json += "}"
         var header = Array(json.utf8)
         while (8 + header.count) % 8 != 0 { header.append(0x20) }
         var out = [UInt8]()
-        out.reserveCapacity(8 + header.count + offset)
         withUnsafeBytes(of: UInt64(header.count).littleEndian) { out.append(contentsOf: $0) }
         out.append(contentsOf: header)
-        for e in ordered { out.append(contentsOf: e.bytes) }
+        return (out, ordered)
+    }
+
+    /// The whole file's bytes.
+    public static func encode(_ entries: [SafeTensorsEntry], metadata: [String: String] = ["format": "pt"]) throws -> [UInt8] {
+        let (header, ordered) = layout(entries, metadata: metadata)
+        var out = header
+        for e in ordered { out.append(contentsOf: try e.bytes()) }
         return out
     }
 
+    /// Streams the file: the header, then each tensor's bytes as it is produced (one tensor in memory at a time).
     public static func write(_ entries: [SafeTensorsEntry], to path: String) throws {
-        let bytes = encode(entries)
-        guard FileManager.default.createFile(atPath: path, contents: Data(bytes)) else {
-            throw GradMapError.runtime("\(path): cannot write")
+        let (header, ordered) = layout(entries, metadata: ["format": "pt"])
+        guard let f = fopen(path, "wb") else { throw GradMapError.runtime("\(path): cannot write (\(String(cString: strerror(errno))))") }
+        var ok = fwrite(header, 1, header.count, f) == header.count
+        for e in ordered where ok {
+            let raw = UnsafeMutableRawBufferPointer.allocate(byteCount: max(e.byteCount, 1), alignment: 16)
+            defer { raw.deallocate() }
+            try e.fill(UnsafeMutableRawBufferPointer(rebasing: raw[0..<e.byteCount]))
+            ok = fwrite(raw.baseAddress!, 1, e.byteCount, f) == e.byteCount
         }
+        ok = fclose(f) == 0 && ok
+        guard ok else { throw GradMapError.runtime("\(path): cannot write (\(String(cString: strerror(errno))))") }
     }
 }

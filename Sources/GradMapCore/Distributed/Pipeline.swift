@@ -45,13 +45,13 @@ public final class Pipeline<F: Real & MPIScalar>: @unchecked Sendable {
     /// Loads this rank's share of the checkpoint (its tensors only) and builds its stage.
     public static func load(
         world: Communicator, checkpoint ckpt: Checkpoint, stages: Int?, seqLen: Int, microBatch: Int,
-        training: Bool, policy: ActivationPolicy = .store
+        training: Bool, policy: ActivationPolicy = .store, weights: WeightFormat = .f32
     ) throws -> Pipeline<F> {
         let c = ckpt.config
         let placement = try Placement(config: c, ranks: world.size, stages: stages)
         try ckpt.checkNoUnexpectedTensors()
         let me = placement.placement(rank: world.rank)
-        let params = ParameterSet<F>(config: c, part: me.part)
+        let params = ParameterSet<F>(config: c, part: me.part, weights: weights)
         try params.load(from: ckpt)
         let stage = Stage(
             config: c, params: params, seqLen: seqLen, maxBatch: microBatch,
@@ -179,7 +179,7 @@ public final class Pipeline<F: Real & MPIScalar>: @unchecked Sendable {
             Double(world.rank), Double(me.stage), Double(me.replica), Double(stage.params.part.layers.lowerBound),
             Double(stage.params.part.layers.upperBound), timings.total, timings.waiting, timings.reducing,
             Double(timings.bytesSent), Double(timings.microBatches), Double(ProcessMemory.peakResidentBytes()),
-            Double(stage.params.count * MemoryLayout<F>.size),
+            Double(stage.params.count * MemoryLayout<F>.size), Double(stage.params.weightBytes),
         ]
         let all = try world.gather(mine, root: 0)
         return stride(from: 0, to: all.count, by: mine.count).map { i in
@@ -190,7 +190,7 @@ public final class Pipeline<F: Real & MPIScalar>: @unchecked Sendable {
                 ("seconds", .double(v[5])), ("waiting_seconds", .double(v[6])), ("reduce_seconds", .double(v[7])),
                 ("bubble", .double(v[5] > 0 ? v[6] / v[5] : 0)), ("bytes_sent", .int(Int(v[8]))),
                 ("micro_batches", .int(Int(v[9]))), ("peak_rss_bytes", .int(Int(v[10]))),
-                ("parameter_bytes", .int(Int(v[11]))),
+                ("parameter_bytes", .int(Int(v[11]))), ("weight_bytes", .int(Int(v[12]))),
             ])
         }
     }

@@ -173,7 +173,7 @@ public final class Stage<F: Real>: @unchecked Sendable {
     ) {
         let c = config
         let t = seqLen, n = b * t, h = c.hidden, i = c.intermediate, qd = c.qDim, kvd = c.kvDim
-        let w = params.layerView(l, base: params.values.pointer)
+        let w = params.layerWeights(l)
         let eps = F(c.rmsEps)
         rmsnormForward(x.ln1.pointer, x.rstd1.pointer, inp, w.ln1, n: n, c: h, eps: eps)
         linearForward(x.q.pointer, x.ln1.pointer, w.wq, w.bq, n: n, inDim: h, outDim: qd)
@@ -199,8 +199,8 @@ public final class Stage<F: Real>: @unchecked Sendable {
     func layerBackward(_ l: Int, b: Int, inp: UnsafeMutablePointer<F>, x: LayerInternals<F>) {
         let c = config
         let t = seqLen, n = b * t, h = c.hidden, i = c.intermediate, qd = c.qDim, kvd = c.kvDim
-        let w = params.layerView(l, base: params.values.pointer)
-        let g = params.layerView(l, base: params.grads!.pointer)
+        let w = params.layerWeights(l)
+        let g = params.layerGrads(l)
         let keep = computeWeightGradients
         // Weight-gradient destinations, or nil to skip those products.
         func G(_ p: UnsafeMutablePointer<F>?) -> UnsafeMutablePointer<F>? { keep ? p : nil }

@@ -106,9 +106,8 @@ extension Pruner {
             pipeline.setKept(kept)
             _ = try pipeline.run(data: data, windows: windows, microBatch: options.microBatch, backward: false, tap: { list, tap in
                 guard let store = y[tap.layer] else { return }
-                let bias = self.pipeline.stage.params.spec("model.layers.\(tap.layer).mlp.down_proj.bias").map {
-                    self.pipeline.stage.params.values.pointer + $0.offset
-                }
+                let params = self.pipeline.stage.params
+                let bias = params.spec("model.layers.\(tap.layer).mlp.down_proj.bias").map { params.value($0) }
                 let rows = tap.rows
                 var rr = 0.0, yy = 0.0
                 for (j, w) in list.enumerated() {
@@ -199,19 +198,22 @@ extension Pruner {
         if pf.count != h * h { pf = [F](repeating: 0, count: h * h) }
         try pf.withUnsafeMutableBufferPointer { try pipeline.world.broadcast($0.baseAddress!, count: h * h, root: 0) }
         let params = pipeline.stage.params
-        guard let spec = params.spec("model.layers.\(j).mlp.down_proj.weight") else { return nil }
-        let d = params.values.pointer + spec.offset
-        let old = Array(UnsafeBufferPointer(start: d, count: h * i))
+        let name = "model.layers.\(j).mlp.down_proj.weight"
+        guard params.spec(name) != nil else { return nil }
+        let old = Array(UnsafeBufferPointer(start: params.value(name), count: h * i))
+        var d = [F](repeating: 0, count: h * i)
         old.withUnsafeBufferPointer { o in
-            pf.withUnsafeBufferPointer { F.gemm(false, false, h, i, h, 1, $0.baseAddress!, h, o.baseAddress!, i, 0, d, i) }
+            pf.withUnsafeBufferPointer { F.gemm(false, false, h, i, h, 1, $0.baseAddress!, h, o.baseAddress!, i, 0, &d, i) }
         }
-        roundInPlace(d, count: h * i, to: storage)
+        d.withUnsafeMutableBufferPointer { roundInPlace($0.baseAddress!, count: h * i, to: storage) }
+        params.store(name, from: d)
         return old
     }
 
     func restore(_ old: [F]?, layer j: Int) {
-        guard let old, let spec = pipeline.stage.params.spec("model.layers.\(j).mlp.down_proj.weight") else { return }
-        old.withUnsafeBufferPointer { (pipeline.stage.params.values.pointer + spec.offset).update(from: $0.baseAddress!, count: old.count) }
+        let name = "model.layers.\(j).mlp.down_proj.weight"
+        guard let old, pipeline.stage.params.spec(name) != nil else { return }
+        pipeline.stage.params.store(name, from: old)
     }
 
     /// Fits and folds the compensation. All ranks call it; the report is complete on rank 0.

@@ -88,9 +88,10 @@ extension Pruner {
     /// layers' weight matrices.
     func weightScores(_ metric: Metric, into sums: inout LayerSums) {
         let params = pipeline.stage.params
-        let values = params.values.pointer, grads = params.grads!.pointer
+        let grads = params.grads!.pointer
         for s in params.specs where s.isMatrix && kept.contains(s.layer!) {
-            let g = grads + s.offset, w = values + s.offset
+            let g = grads + s.offset
+            let w = metric == .taylor ? params.value(s) : g
             var acc = 0.0
             switch (metric, options.gradientNorm) {
             case (.taylor, _): for i in 0..<s.count { acc += abs(Double(w[i]) * Double(g[i])) }
