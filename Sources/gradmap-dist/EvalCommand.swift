@@ -17,7 +17,7 @@ struct EvalCommand: ParsableCommand {
     func run() throws {
         let world = try Communicator.world()
         let ckpt = try model.checkpoint()
-        let (pipeline, data, list) = try windows.pipeline(world, ckpt, training: false, weights: model.weights)
+        let (pipeline, data, list) = try windows.pipeline(world, ckpt, training: false, model: model)
         try world.barrier()
         let start = DispatchTime.now()
         let r = try pipeline.run(data: data, windows: list, microBatch: windows.microBatch, backward: false)

@@ -55,6 +55,9 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .long, help: "f32: widen every weight at load; bf16: keep layer weights as BF16 (memory-mapped from a BF16 checkpoint) and widen one layer at a time when it runs.")
     var weights: WeightFormat = .f32
 
+    @Option(name: .long, help: "Split the layers over pipeline stages evening out compute per token (compute) or parameter bytes (memory).")
+    var balance: Balance = .compute
+
     func checkpoint() throws -> Checkpoint { try Checkpoint(directory: model) }
 }
 
@@ -89,17 +92,19 @@ struct WindowOptions: ParsableArguments {
 
     /// This rank's pipeline over the checkpoint, and the windows.
     func pipeline(
-        _ world: Communicator, _ ckpt: Checkpoint, training: Bool, weights: WeightFormat
+        _ world: Communicator, _ ckpt: Checkpoint, training: Bool, model: ModelOptions
     ) throws -> (Pipeline<Float>, TokenWindows, [Int]) {
         let (data, list) = try load(vocabSize: ckpt.config.vocabSize)
         let p: Pipeline<Float> = try Pipeline.load(
             world: world, checkpoint: ckpt, stages: stages, seqLen: seqLen,
-            microBatch: min(microBatch, list.count), training: training, weights: weights)
+            microBatch: min(microBatch, list.count), training: training, weights: model.weights,
+            balance: model.balance)
         return (p, data, list)
     }
 }
 
 extension WeightFormat: ExpressibleByArgument {}
+extension Balance: ExpressibleByArgument {}
 
 func elapsed(since start: DispatchTime) -> Double {
     Double(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1e9

@@ -18,7 +18,7 @@ struct GradStatsCommand: ParsableCommand {
     func run() throws {
         let world = try Communicator.world()
         let ckpt = try model.checkpoint()
-        let (pipeline, data, list) = try windows.pipeline(world, ckpt, training: true, weights: model.weights)
+        let (pipeline, data, list) = try windows.pipeline(world, ckpt, training: true, model: model)
         try world.barrier()
         let start = DispatchTime.now()
         let r = try pipeline.run(data: data, windows: list, microBatch: windows.microBatch, backward: true)

@@ -49,8 +49,9 @@ struct InspectCommand: ParsableCommand {
             print(json ? summary.json.render(indent: 2) : summary.text)
             return
         }
-        let placement = try Placement(config: config, ranks: ranks, stages: stages)
-        let plan = MemoryPlan.ranks(placement, storage: storage, seqLen: seqLen, microBatch: microBatch, training: true)
+        let placement = try Placement(config: config, ranks: ranks, stages: stages, balance: model.balance, seqLen: seqLen)
+        let plan = MemoryPlan.ranks(
+            placement, storage: storage, seqLen: seqLen, microBatch: microBatch, training: true, weights: model.weights)
         func mib(_ b: Int) -> String { String(format: "%.1f", Double(b) / 1_048_576) }
         if json {
             let rows: [JSONValue] = plan.map { m in
@@ -59,7 +60,8 @@ struct InspectCommand: ParsableCommand {
                     ("layers", .array(m.placement.part.layers.map { .int($0) })),
                     ("embedding", .bool(m.placement.part.embedding)), ("head", .bool(m.placement.part.head)),
                     ("stored_bytes", .int(m.storedBytes)), ("parameter_bytes_f32", .int(m.parameterBytes)),
-                    ("gradient_bytes", .int(m.gradientBytes)), ("activation_bytes", .int(m.activationBytes)),
+                    ("weight_bytes", .int(m.weightBytes)), ("gradient_bytes", .int(m.gradientBytes)),
+                    ("activation_bytes", .int(m.activationBytes)), ("allreduce_scratch_bytes", .int(m.allReduceScratchBytes)),
                     ("estimated_peak_bytes", .int(m.peakBytes)),
                     ("decision_tflop", .double(m.decisionFlopsPerToken * Double(calibTokens) / Double(placement.replicas) / 1e12)),
                     ("bytes_sent_per_decision", .int(m.bytesSentPerToken * calibTokens / placement.replicas)),
@@ -69,14 +71,15 @@ struct InspectCommand: ParsableCommand {
             print(JSONValue.object([
                 ("model", summary.json), ("ranks", .int(ranks)), ("stages", .int(placement.stages)),
                 ("replicas", .int(placement.replicas)), ("seq_len", .int(seqLen)), ("micro_batch", .int(microBatch)),
+                ("weights", .string(model.weights.rawValue)), ("balance", .string(model.balance.rawValue)),
                 ("plan", .array(rows)),
             ]).render(indent: 2))
             return
         }
         print(summary.text)
         print("")
-        print("plan: \(ranks) ranks = \(placement.stages) stages × \(placement.replicas) replicas; T = \(seqLen), micro-batch \(microBatch), 1F1B (\(placement.stages) micro-batches in flight at most)")
-        print("rank  stage  replica  layers      stored MiB  f32 MiB  grads MiB  activations MiB  est. peak MiB")
+        print("plan: \(ranks) ranks = \(placement.stages) stages × \(placement.replicas) replicas; T = \(seqLen), micro-batch \(microBatch), 1F1B (\(placement.stages) micro-batches in flight at most); layers balanced by \(model.balance.rawValue), --weights \(model.weights.rawValue)")
+        print("rank  stage  replica  layers      stored MiB  held MiB  grads MiB  activations MiB  est. peak MiB")
         for m in plan {
             let p = m.placement
             var layers = p.part.layers.isEmpty ? "-" : "\(p.part.layers.lowerBound)-\(p.part.layers.upperBound - 1)"
@@ -84,12 +87,12 @@ struct InspectCommand: ParsableCommand {
             if p.part.head { layers += " H" }
             let cells = [
                 pad("\(p.rank)", 4), pad("\(p.stage)", 5), pad("\(p.replica)", 7), pad(layers, -10),
-                pad(mib(m.storedBytes), 10), pad(mib(m.parameterBytes), 7), pad(mib(m.gradientBytes), 9),
+                pad(mib(m.storedBytes), 10), pad(mib(m.weightBytes), 8), pad(mib(m.gradientBytes), 9),
                 pad(mib(m.activationBytes), 15), pad(mib(m.peakBytes), 13),
             ]
             print(cells.joined(separator: "  "))
         }
-        print("E = embedding, H = final norm + lm_head (+ tied embedding copy); peak = f32 weights + gradients + activations + 60 MiB runtime")
+        print("E = embedding, H = final norm + lm_head (+ tied embedding copy); held = weights in memory (f32, or bf16 layers + one widened layer); peak = held + gradients (f32) + activations + all-reduce scratch (replicas) + 60 MiB runtime")
         print("")
         let tokens = Double(calibTokens) / Double(placement.replicas)
         print("per decision (forward + backward over \(calibTokens) calibration tokens, \(Int(tokens)) per replica):")

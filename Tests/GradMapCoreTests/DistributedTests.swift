@@ -117,30 +117,33 @@ final class DistributedTests: XCTestCase {
         XCTAssertEqual(r.stdout, "")
     }
 
-    func testPlacementBalancesParameterBytes() throws {
+    func testPlacementBalancesComputeOrParameterBytes() throws {
         let c = try ModelConfig.load(path: Fixtures.dir("llama_sharded_f16") + "/config.json")
         XCTAssertEqual(try Placement(config: c, ranks: 3, stages: nil).layerRanges, [0..<1, 1..<2, 2..<3])
         XCTAssertEqual(try Placement(config: c, ranks: 4, stages: 1).replicas, 4)
-        // A model whose embedding is as large as several layers: the first and last stages get fewer layers.
+        // A model whose embedding is as large as several layers.
         var big = c
         big.layers = 12
         big.vocabSize = 2000
-        let p = try Placement(config: big, ranks: 4, stages: 4)
-        let sizes = p.layerRanges.map(\.count)
-        XCTAssertEqual(sizes.reduce(0, +), 12)
-        XCTAssertLessThan(sizes[0], sizes[1])
-        XCTAssertLessThan(sizes[3], sizes[2])
-        let costs = (0..<4).map { Placement.elements(big, p.placement(rank: $0).part) }
-        // No contiguous split does better than the largest stage found (checked by brute force).
-        var bestMax = Int.max
-        for a in 1..<10 { for b in (a + 1)..<11 { for d in (b + 1)..<12 {
-            let cuts = [0..<a, a..<b, b..<d, d..<12]
-            let m = cuts.enumerated().map { i, r in
-                Placement.elements(big, StagePart(layers: r, embedding: i == 0, head: i == 3))
-            }.max()!
-            bestMax = min(bestMax, m)
-        } } }
-        XCTAssertEqual(costs.max(), bestMax)
+        for balance in Balance.allCases {
+            let p = try Placement(config: big, ranks: 4, stages: 4, balance: balance, seqLen: 16)
+            let sizes = p.layerRanges.map(\.count)
+            XCTAssertEqual(sizes.reduce(0, +), 12)
+            switch balance {
+            case .memory: XCTAssertLessThan(sizes[0], sizes[1], "the embedding's bytes count")
+            case .compute: XCTAssertGreaterThanOrEqual(sizes[0], sizes[1], "a lookup costs no FLOPs: \(sizes)")
+            }
+            XCTAssertLessThan(sizes[3], sizes[2], "\(balance): the lm_head costs bytes and FLOPs")
+            func cost(_ r: Range<Int>, _ i: Int) -> Double {
+                Placement.cost(big, StagePart(layers: r, embedding: i == 0, head: i == 3), by: balance, seqLen: 16)
+            }
+            // No contiguous split does better than the largest stage found (checked by brute force).
+            var bestMax = Double.infinity
+            for a in 1..<10 { for b in (a + 1)..<11 { for d in (b + 1)..<12 {
+                bestMax = min(bestMax, [0..<a, a..<b, b..<d, d..<12].enumerated().map { cost($1, $0) }.max()!)
+            } } }
+            XCTAssertEqual(p.layerRanges.enumerated().map { cost($1, $0) }.max(), bestMax, "\(balance)")
+        }
         XCTAssertThrowsError(try Placement(config: c, ranks: 4, stages: 3))
         XCTAssertThrowsError(try Placement(config: c, ranks: 8, stages: 8))
     }

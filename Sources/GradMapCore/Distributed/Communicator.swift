@@ -18,6 +18,10 @@ public final class Communicator: @unchecked Sendable {
 
     /// Largest element count passed to one MPI call (counts are C ints); longer buffers go in pieces.
     public nonisolated(unsafe) static var maxChunk = Int(Int32.max)
+    /// Largest piece of one all-reduce: Open MPI's non-blocking all-reduce allocates a scratch buffer as large
+    /// as the piece, so pieces of 2^24 elements (64 MiB of Float) bound that scratch instead of doubling the
+    /// gradients' memory. Pieces run one after another; at 64 MiB each the per-call latency is negligible.
+    public static let allReduceChunk = 1 << 24
 
     public static let solo = Communicator(comm: nil, rank: 0, size: 1)
 
@@ -85,11 +89,11 @@ public final class Communicator: @unchecked Sendable {
         return Communicator(comm: out, rank: Int(r), size: Int(s))
     }
 
-    /// Calls body(offset, count) over pieces of at most maxChunk elements.
-    func chunked(_ count: Int, _ body: (Int, Int32) throws -> Void) rethrows {
+    /// Calls body(offset, count) over pieces of at most maxChunk (and `limit`) elements.
+    func chunked(_ count: Int, limit: Int = .max, _ body: (Int, Int32) throws -> Void) rethrows {
         var start = 0
         repeat {
-            let n = min(Communicator.maxChunk, count - start)
+            let n = min(Communicator.maxChunk, limit, count - start)
             try body(start, Int32(n))
             start += n
         } while start < count
@@ -177,7 +181,7 @@ public final class Communicator: @unchecked Sendable {
     /// In-place sum over all ranks (non-blocking underneath, waited for politely).
     public func allReduceSum<T: MPIScalar>(_ buf: UnsafeMutablePointer<T>, count: Int) throws {
         guard let comm, size > 1 else { return }
-        try chunked(count) { off, n in
+        try chunked(count, limit: Communicator.allReduceChunk) { off, n in
             var h: MPI_Request? = nil
             try Communicator.check(MPI_Iallreduce(gm_in_place(), buf + off, n, T.mpiType, gm_op_sum(), comm, &h), "MPI_Iallreduce")
             try Communicator.politeWait(&h, "all-reduce")

@@ -5,12 +5,19 @@ import Foundation
 public struct RankMemory: Sendable {
     public let placement: RankPlacement
     public let parameterBytes: Int   // float32 copies of the stage's tensors
+    /// What the rank holds for weights: parameterBytes with --weights f32; with bf16, 2 bytes per layer
+    /// parameter plus one widened layer, the embedding and head widened.
+    public let weightBytes: Int
+    /// The all-reduce's scratch (Open MPI allocates one piece's size): 0 without replicas.
+    public let allReduceScratchBytes: Int
     public let storedBytes: Int      // the same tensors as stored in the checkpoint
     public let gradientBytes: Int
     public let activationBytes: Int
     /// Process baseline measured on this machine (runtime, MPI, BLAS buffers): 60 MiB.
     public static let baselineBytes = 60 << 20
-    public var peakBytes: Int { parameterBytes + gradientBytes + activationBytes + RankMemory.baselineBytes }
+    public var peakBytes: Int {
+        weightBytes + gradientBytes + activationBytes + allReduceScratchBytes + RankMemory.baselineBytes
+    }
     /// FLOPs of this rank's layers per token: forward (matrix products, attention with its full T×T square,
     /// lm_head) and forward + backward (backward ≈ 2× forward, plus recomputing the attention scores).
     public let forwardFlopsPerToken: Double
@@ -25,7 +32,7 @@ public struct RankMemory: Sendable {
 public enum MemoryPlan {
     public static func ranks(
         _ placement: Placement, storage: DType, seqLen: Int, microBatch: Int, training: Bool,
-        policy: ActivationPolicy = .store
+        policy: ActivationPolicy = .store, weights: WeightFormat = .f32
     ) -> [RankMemory] {
         (0..<placement.ranks).map { r in
             let p = placement.placement(rank: r)
@@ -34,16 +41,17 @@ public enum MemoryPlan {
                 placement.config, part: p.part, seqLen: seqLen, maxBatch: microBatch,
                 slots: training ? placement.stages : 1, policy: policy, training: training)
             let c = placement.config
-            let layers = Double(p.part.layers.count)
-            let matrices = Double(ParamLayout.layerTensors(c).filter { $0.1.count == 2 }.reduce(0) { $0 + $1.1.reduce(1, *) })
-            let attention = 4 * Double(seqLen) * Double(c.qDim)  // QKᵀ and PV over the full square
-            var forward = layers * (2 * matrices + attention)
-            if p.part.head { forward += 2 * Double(c.vocabSize * c.hidden) }
-            let decision = 3 * forward + layers * attention / 2
+            let forward = Placement.forwardFlopsPerToken(c, p.part, seqLen: seqLen)
+            let decision = Placement.decisionFlopsPerToken(c, p.part, seqLen: seqLen)
             let boundaries = (p.stage > 0 ? 1 : 0) + (p.stage < placement.stages - 1 ? 1 : 0)
             let r = placement.replicas
+            let layerElements = ParamLayout.layerTensors(c).reduce(0) { $0 + $1.1.reduce(1, *) }
+            let inLayers = p.part.layers.count * layerElements
+            let held = weights == .f32 ? elements * 4 : (elements - inLayers) * 4 + inLayers * 2 + (inLayers > 0 ? layerElements * 4 : 0)
+            let scratch = training && r > 1 ? min(elements, Communicator.allReduceChunk) * 4 : 0
             return RankMemory(
-                placement: p, parameterBytes: elements * 4, storedBytes: elements * storage.size,
+                placement: p, parameterBytes: elements * 4, weightBytes: held, allReduceScratchBytes: scratch,
+                storedBytes: elements * storage.size,
                 gradientBytes: training ? elements * 4 : 0, activationBytes: act * 4,
                 forwardFlopsPerToken: forward, decisionFlopsPerToken: decision,
                 bytesSentPerToken: boundaries * 4 * c.hidden, allReduceBytes: r > 1 ? 2 * (r - 1) * elements * 4 / r : 0)

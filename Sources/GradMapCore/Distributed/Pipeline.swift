@@ -45,10 +45,10 @@ public final class Pipeline<F: Real & MPIScalar>: @unchecked Sendable {
     /// Loads this rank's share of the checkpoint (its tensors only) and builds its stage.
     public static func load(
         world: Communicator, checkpoint ckpt: Checkpoint, stages: Int?, seqLen: Int, microBatch: Int,
-        training: Bool, policy: ActivationPolicy = .store, weights: WeightFormat = .f32
+        training: Bool, policy: ActivationPolicy = .store, weights: WeightFormat = .f32, balance: Balance = .compute
     ) throws -> Pipeline<F> {
         let c = ckpt.config
-        let placement = try Placement(config: c, ranks: world.size, stages: stages)
+        let placement = try Placement(config: c, ranks: world.size, stages: stages, balance: balance, seqLen: seqLen)
         try ckpt.checkNoUnexpectedTensors()
         let me = placement.placement(rank: world.rank)
         let params = ParameterSet<F>(config: c, part: me.part, weights: weights)
