@@ -7,7 +7,7 @@ Usage:
 
 Writes, into a git-ignored folder (default .cache/models/llama-<preset>):
   config.json, generation_config.json   as written by transformers' save_pretrained
-  model.safetensors                     every tensor in F32 (a single file)
+  model.safetensors                     every tensor in F32 (a single file; 1b: BF16 shards + index)
   tokens.bin                            W*T raw little-endian uint32 ids, uniform in [0, vocab)
   bench-meta.json                       preset, seed, config, parameter counts
 
@@ -20,6 +20,10 @@ Presets (head_dim = hidden / heads in both; untied lm_head; rope_theta 10000; RM
         124,668,672 parameters: 75,515,904 in the decoder layers (75,497,472 in matrices,
         18,432 in norms), 24,576,000 embedding, 24,576,000 lm_head, 768 final norm.
         The matrices the engine multiplies with (layers + lm_head) hold 100,073,472 parameters.
+        Tokens: 16 windows x 256.
+  300m  hidden 1024, intermediate 2816, 24 layers, 16 heads, 8 kv heads, vocab 32000 (pipeline benchmark).
+  1b    hidden 2048, intermediate 5632, 22 layers, 32 heads, 4 kv heads, vocab 32000 (TinyLlama's shape):
+        1,100,048,384 parameters, stored in BF16 and sharded (max 1GB per file), as large checkpoints are.
         Tokens: 16 windows x 256.
   tiny  hidden 64, intermediate 160, 2 layers, 4 heads, 2 kv heads, vocab 512 (for CI: seconds).
         Tokens: 8 windows x 32.
@@ -42,6 +46,10 @@ PRESETS = {
         config=dict(hidden_size=1024, intermediate_size=2816, num_hidden_layers=24,
                     num_attention_heads=16, num_key_value_heads=8, vocab_size=32000),
         windows=32, seq_len=128),
+    "1b": dict(
+        config=dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22,
+                    num_attention_heads=32, num_key_value_heads=4, vocab_size=32000),
+        windows=16, seq_len=256, dtype="bfloat16", shard="1GB"),
     "tiny": dict(
         config=dict(hidden_size=64, intermediate_size=160, num_hidden_layers=2,
                     num_attention_heads=4, num_key_value_heads=2, vocab_size=512),
@@ -94,7 +102,9 @@ def main():
             "config": cfg, "params": counts}
 
     meta_path = os.path.join(out, "bench-meta.json")
-    files = ["config.json", "model.safetensors", "tokens.bin", "bench-meta.json"]
+    dtype = preset.get("dtype", "float32")
+    weights = "model.safetensors.index.json" if "shard" in preset else "model.safetensors"
+    files = ["config.json", weights, "tokens.bin", "bench-meta.json"]
     if not args.force and all(os.path.exists(os.path.join(out, f)) for f in files):
         with open(meta_path) as f:
             old = json.load(f)
@@ -109,14 +119,14 @@ def main():
 
     torch.manual_seed(args.seed)
     config = LlamaConfig(**cfg)
-    model = LlamaForCausalLM(config).to(torch.float32).eval()
+    model = LlamaForCausalLM(config).to(getattr(torch, dtype)).eval()
     total = sum(p.numel() for p in model.parameters())
     if total != counts["total"]:
         sys.exit(f"parameter count {total} != expected {counts['total']} (transformers changed its LLaMA?)")
 
     os.makedirs(out, exist_ok=True)
-    # One F32 file: at ~500 MB it stays under any default shard size; say so explicitly anyway.
-    model.save_pretrained(out, safe_serialization=True, max_shard_size="4GB")
+    # F32 presets: one file (max_shard_size above their size); 1b: BF16 in 1 GB shards.
+    model.save_pretrained(out, safe_serialization=True, max_shard_size=preset.get("shard", "4GB"))
     ids = np.random.default_rng(args.seed).integers(0, cfg["vocab_size"], size=windows * seq_len, dtype=np.uint32)
     ids.astype("<u4").tofile(os.path.join(out, "tokens.bin"))
     with open(meta_path, "w") as f:

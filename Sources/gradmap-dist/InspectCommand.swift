@@ -92,7 +92,7 @@ struct InspectCommand: ParsableCommand {
             ]
             print(cells.joined(separator: "  "))
         }
-        print("E = embedding, H = final norm + lm_head (+ tied embedding copy); held = weights in memory (f32, or bf16 layers + one widened layer); peak = held + gradients (f32) + activations + all-reduce scratch (replicas) + 60 MiB runtime")
+        print("E = embedding, H = final norm + lm_head (+ tied embedding copy); held = weights in memory (f32, or bf16 layers + one widened layer); peak = held + gradients (f32) + activations + all-reduce scratch (replicas) + 40 MiB runtime")
         print("")
         let tokens = Double(calibTokens) / Double(placement.replicas)
         print("per decision (forward + backward over \(calibTokens) calibration tokens, \(Int(tokens)) per replica):")
