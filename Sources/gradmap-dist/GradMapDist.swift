@@ -58,6 +58,9 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .long, help: "Split the layers over pipeline stages evening out compute per token (compute) or parameter bytes (memory).")
     var balance: Balance = .compute
 
+    @Option(name: .long, help: "store: keep each layer's internals for the backward; recompute: keep only layer inputs and rerun each layer's forward in the backward (about 1/3 more compute, far less memory).")
+    var activations: ActivationPolicy = .store
+
     func checkpoint() throws -> Checkpoint { try Checkpoint(directory: model) }
 }
 
@@ -97,14 +100,15 @@ struct WindowOptions: ParsableArguments {
         let (data, list) = try load(vocabSize: ckpt.config.vocabSize)
         let p: Pipeline<Float> = try Pipeline.load(
             world: world, checkpoint: ckpt, stages: stages, seqLen: seqLen,
-            microBatch: min(microBatch, list.count), training: training, weights: model.weights,
-            balance: model.balance)
+            microBatch: min(microBatch, list.count), training: training, policy: model.activations,
+            weights: model.weights, balance: model.balance)
         return (p, data, list)
     }
 }
 
 extension WeightFormat: ExpressibleByArgument {}
 extension Balance: ExpressibleByArgument {}
+extension ActivationPolicy: ExpressibleByArgument {}
 
 func elapsed(since start: DispatchTime) -> Double {
     Double(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1e9

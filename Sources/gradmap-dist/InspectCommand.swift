@@ -17,6 +17,8 @@ struct InspectCommand: ParsableCommand {
     var seqLen: Int = 256
     @Option(name: .long, help: "Windows per micro-batch, for the activation estimate.")
     var microBatch: Int = 1
+    @Option(name: .long, help: "Sustained GFLOP/s of one rank, for the time estimate (this 2-core machine: about 100).")
+    var gflops: Double = 100
     @Flag(name: .long, help: "Print one JSON object on stdout.")
     var json = false
 
@@ -51,7 +53,8 @@ struct InspectCommand: ParsableCommand {
         }
         let placement = try Placement(config: config, ranks: ranks, stages: stages, balance: model.balance, seqLen: seqLen)
         let plan = MemoryPlan.ranks(
-            placement, storage: storage, seqLen: seqLen, microBatch: microBatch, training: true, weights: model.weights)
+            placement, storage: storage, seqLen: seqLen, microBatch: microBatch, training: true,
+            policy: model.activations, weights: model.weights)
         func mib(_ b: Int) -> String { String(format: "%.1f", Double(b) / 1_048_576) }
         if json {
             let rows: [JSONValue] = plan.map { m in
@@ -72,13 +75,14 @@ struct InspectCommand: ParsableCommand {
                 ("model", summary.json), ("ranks", .int(ranks)), ("stages", .int(placement.stages)),
                 ("replicas", .int(placement.replicas)), ("seq_len", .int(seqLen)), ("micro_batch", .int(microBatch)),
                 ("weights", .string(model.weights.rawValue)), ("balance", .string(model.balance.rawValue)),
+                ("activations", .string(model.activations.rawValue)),
                 ("plan", .array(rows)),
             ]).render(indent: 2))
             return
         }
         print(summary.text)
         print("")
-        print("plan: \(ranks) ranks = \(placement.stages) stages × \(placement.replicas) replicas; T = \(seqLen), micro-batch \(microBatch), 1F1B (\(placement.stages) micro-batches in flight at most); layers balanced by \(model.balance.rawValue), --weights \(model.weights.rawValue)")
+        print("plan: \(ranks) ranks = \(placement.stages) stages × \(placement.replicas) replicas; T = \(seqLen), micro-batch \(microBatch), 1F1B (\(placement.stages) micro-batches in flight at most); layers balanced by \(model.balance.rawValue), --weights \(model.weights.rawValue), --activations \(model.activations.rawValue)")
         print("rank  stage  replica  layers      stored MiB  held MiB  grads MiB  activations MiB  est. peak MiB")
         for m in plan {
             let p = m.placement
@@ -102,7 +106,7 @@ struct InspectCommand: ParsableCommand {
                    pad(mib(Int(Double(m.bytesSentPerToken) * tokens)), 22), pad(mib(m.allReduceBytes), 14)].joined(separator: "  "))
         }
         let slowest = plan.map { $0.decisionFlopsPerToken * tokens }.max() ?? 0
-        print(String(format: "at 100 GFLOP/s per rank the slowest stage needs %.0f s per decision (plus the pipeline bubble)", slowest / 1e11))
+        print(String(format: "at %.0f GFLOP/s per rank the slowest stage needs %.0f s per decision (plus the pipeline bubble)", gflops, slowest / (gflops * 1e9)))
     }
 }
 

@@ -159,7 +159,8 @@ struct PruneCommand: ParsableCommand {
         let training = options.layers == nil && (inputs.metric.needsBackward)
         let pipeline: Pipeline<Float> = try Pipeline.load(
             world: world, checkpoint: ckpt, stages: inputs.stages, seqLen: inputs.seqLen,
-            microBatch: min(inputs.microBatch, calib.count), training: training, weights: inputs.model.weights, balance: inputs.model.balance)
+            microBatch: min(inputs.microBatch, calib.count), training: training, policy: inputs.model.activations, weights: inputs.model.weights,
+            balance: inputs.model.balance)
         let pruner = try Pruner(pipeline: pipeline, data: data, calibration: calib, validation: validation, options: options)
         let log: (String) -> Void = { line in if world.rank == 0 { FileHandle.standardError.write(Data((line + "\n").utf8)) } }
         pruner.progress = log
@@ -266,7 +267,8 @@ struct ScoreCommand: ParsableCommand {
         let pipeline: Pipeline<Float> = try Pipeline.load(
             world: world, checkpoint: ckpt, stages: inputs.stages, seqLen: inputs.seqLen,
             microBatch: min(inputs.microBatch, calib.count), training: inputs.metric.needsBackward,
-            weights: inputs.model.weights, balance: inputs.model.balance)
+            policy: inputs.model.activations, weights: inputs.model.weights,
+            balance: inputs.model.balance)
         let pruner = try Pruner(pipeline: pipeline, data: data, calibration: calib, validation: [], options: options)
         let t0 = DispatchTime.now()
         let scores = try pruner.scoreOnce()

@@ -75,7 +75,7 @@ final class HeadScratch<F: Real>: @unchecked Sendable {
     }
 }
 
-public enum ActivationPolicy: String, Sendable {
+public enum ActivationPolicy: String, Sendable, CaseIterable {
     /// Keep every layer's internals from the forward for the backward.
     case store
     /// Keep only each layer's input; recompute its internals in the backward.
