@@ -19,12 +19,15 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run(binary, model, np_, stages, windows, seq_len, micro_batch):
+def run(binary, model, np_, stages, windows, seq_len, micro_batch, threads=None, balance="compute"):
     cmd = [os.path.join(ROOT, "launch", "run"), "-np", str(np_), "--bin", binary, "grad-stats", "--model", model,
            "--tokens", os.path.join(model, "tokens.bin"), "--seq-len", str(seq_len), "--max-windows", str(windows),
-           "--stages", str(stages), "--micro-batch", str(micro_batch), "--json", "--rank-stats"]
+           "--stages", str(stages), "--micro-batch", str(micro_batch), "--balance", balance, "--json", "--rank-stats"]
+    env = dict(os.environ)
+    if threads:
+        env["GRADMAP_BLAS_THREADS"] = str(threads)
     t0 = time.time()
-    r = subprocess.run(cmd, capture_output=True, text=True)
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if r.returncode != 0:
         sys.exit(f"failed: {' '.join(cmd)}\n{r.stderr}")
     o = json.loads(r.stdout.strip().splitlines()[-1])
@@ -37,9 +40,12 @@ def main():
     ap.add_argument("--preset", default="300m")
     ap.add_argument("--binary", default=os.path.join(ROOT, ".build", "release", "gradmap-dist"))
     ap.add_argument("--windows", type=int, default=8)
+    ap.add_argument("--runs", type=int, default=2, help="replica runs: best of N")
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--out", default=os.path.join(ROOT, ".cache", "bench", "pipeline.json"))
+    ap.add_argument("--sections", default="scaling,replicas,bubble")
     a = ap.parse_args()
+    sections = a.sections.split(",")
     model = os.path.join(ROOT, ".cache", "models", f"llama-{a.preset}")
     subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "make_random_model.py"), "--preset", a.preset], check=True)
     if not os.path.exists(a.binary):
@@ -48,7 +54,18 @@ def main():
     hidden = meta["config"]["hidden_size"]
     tokens = a.windows * a.seq_len
     results = {"preset": a.preset, "params": meta.get("params", {}), "windows": a.windows, "seq_len": a.seq_len,
-               "scaling": [], "bubble": []}
+               "scaling": [], "replicas": [], "bubble": []}
+    if "scaling" in sections:
+        scaling(a, model, hidden, tokens, results)
+    if "replicas" in sections:
+        replicas(a, model, tokens, results)
+    if "bubble" in sections:
+        bubble(a, model, results)
+    os.makedirs(os.path.dirname(a.out), exist_ok=True)
+    json.dump(results, open(a.out, "w"), indent=1)
+
+
+def scaling(a, model, hidden, tokens, results):
     print(f"## Ranks, stages and replicas ({a.preset}: {a.windows} windows × {a.seq_len} tokens, micro-batch 1)\n")
     print("| N | S × R | seconds | tokens/s | speed-up vs N=1 | peak RSS per rank (MiB) | parameter MiB per rank | bytes sent per token per boundary |")
     print("|---|---|---|---|---|---|---|---|")
@@ -66,16 +83,40 @@ def main():
         print(f"| {np_} | {s} × {np_ // s} | {o['seconds']:.2f} | {tokens / o['seconds']:.0f} | {base / o['seconds']:.2f} | "
               f"{', '.join(f'{x:.0f}' for x in rss)} | {', '.join(f'{x:.0f}' for x in par)} | "
               f"{per_token:.0f} (4·H = {4 * hidden} each way) |")
-    print(f"\n## Pipeline bubble (S = 4 stages, 1 replica, micro-batch 1)\n")
-    print("| micro-batches | seconds | bubble per rank (waiting / total) | mean |")
-    print("|---|---|---|---|")
-    for m in (4, 8, 16):
-        o = run(a.binary, model, 4, 4, m, a.seq_len, 1)
-        b = [r["bubble"] for r in o["ranks"]]
-        results["bubble"].append({"micro_batches": m, "seconds": o["seconds"], "bubble": b})
-        print(f"| {m} ({m // 4}×S) | {o['seconds']:.2f} | {', '.join(f'{x:.0%}' for x in b)} | {sum(b) / len(b):.0%} |")
-    os.makedirs(os.path.dirname(a.out), exist_ok=True)
-    json.dump(results, open(a.out, "w"), indent=1)
+
+
+def replicas(a, model, tokens, results):
+    """R data-parallel replicas on R cores against one rank on one core, same windows: ideal speed-up R."""
+    cores = os.cpu_count()
+    print(f"\n## Replicas: R ranks on R cores (1 BLAS thread each) against 1 rank on 1 core, {a.windows} windows\n")
+    print("| R | seconds | tokens/s | speed-up | target 0.85·R | all-reduce s (max over ranks) | loss |")
+    print("|---|---|---|---|---|---|---|")
+    base = None
+    for r in [x for x in (1, 2, 4, 8) if x <= cores]:
+        o = min((run(a.binary, model, r, 1, a.windows, a.seq_len, 1, threads=1) for _ in range(a.runs)), key=lambda o: o["seconds"])
+        base = base or o["seconds"]
+        red = max(x["reduce_seconds"] for x in o["ranks"])
+        results["replicas"].append({"replicas": r, "seconds": o["seconds"], "reduce": red, "loss": o["loss"]})
+        print(f"| {r} | {o['seconds']:.2f} | {tokens / o['seconds']:.0f} | {base / o['seconds']:.2f} | {0.85 * r:.2f} | {red:.2f} | {o['loss']:.6f} |")
+
+
+def bubble(a, model, results):
+    """Waiting over total time per rank; 1F1B's own floor with equal stages is (S-1)/(m+S-1)."""
+    cores = os.cpu_count()
+    print(f"\n## Pipeline bubble (1 replica, micro-batch 1, layers balanced by compute unless noted)\n")
+    print("| S | cores per rank | micro-batches m | balance | seconds | bubble per rank (waiting / total) | mean | 1F1B floor (S-1)/(m+S-1) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for s, ms, balances in [(2, (8, 16), ("compute", "memory")), (4, (16, 32), ("compute",))]:
+        for m in ms:
+            for bal in balances:
+                o = run(a.binary, model, s, s, m, a.seq_len, 1, balance=bal)
+                b = [r["bubble"] for r in o["ranks"]]
+                floor = (s - 1) / (m + s - 1)
+                results["bubble"].append({"stages": s, "micro_batches": m, "balance": bal, "seconds": o["seconds"], "bubble": b,
+                                          "floor": floor, "layers": [r["layers"] for r in o["ranks"]]})
+                per_rank = f"{max(1, cores // s)}" if s <= cores else f"{cores}/{s} (oversubscribed)"
+                print(f"| {s} | {per_rank} | {m} ({m // s}×S) | {bal} | {o['seconds']:.2f} | {', '.join(f'{x:.0%}' for x in b)} | "
+                      f"{sum(b) / len(b):.0%} | {floor:.0%} |")
 
 
 if __name__ == "__main__":

@@ -178,10 +178,23 @@ public final class Communicator: @unchecked Sendable {
 
     // MARK: collectives
 
-    /// In-place sum over all ranks (non-blocking underneath, waited for politely).
+    /// More ranks on this node than cores (Open MPI's local size against the online CPUs): then waiting ranks
+    /// must sleep between polls so the ranks that compute get the cores.
+    public static let oversubscribed: Bool = {
+        let local = Int(ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_LOCAL_SIZE"] ?? "") ?? 1
+        return local > max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+    }()
+
+    /// In-place sum over all ranks. With a core per rank, the blocking MPI_Allreduce (it polls, and moves
+    /// large pieces at memory speed); oversubscribed, non-blocking and waited for politely, as a sleeping
+    /// rank's progress only happens when it polls.
     public func allReduceSum<T: MPIScalar>(_ buf: UnsafeMutablePointer<T>, count: Int) throws {
         guard let comm, size > 1 else { return }
         try chunked(count, limit: Communicator.allReduceChunk) { off, n in
+            if !Communicator.oversubscribed {
+                try Communicator.check(MPI_Allreduce(gm_in_place(), buf + off, n, T.mpiType, gm_op_sum(), comm), "MPI_Allreduce")
+                return
+            }
             var h: MPI_Request? = nil
             try Communicator.check(MPI_Iallreduce(gm_in_place(), buf + off, n, T.mpiType, gm_op_sum(), comm, &h), "MPI_Iallreduce")
             try Communicator.politeWait(&h, "all-reduce")
