@@ -49,7 +49,28 @@ DEFAULTS = {
     # windows, seq_len, micro-batches, bench-gemm seconds per shape
     "100m": dict(windows=8, seq_len=256, micro_batches="1,4", gemm_seconds=1.0),
     "tiny": dict(windows=8, seq_len=32, micro_batches="1,4", gemm_seconds=0.05),
+    # The ~1.1B BF16 model (make_random_model.py --preset 1b); PyTorch loads it as float32 like the engine.
+    "1b": dict(windows=4, seq_len=256, micro_batches="1", gemm_seconds=0.5),
+    # The real default model: SmolLM2-135M converted from the GGUF (gradmap-dist convert), calibration text.
+    "smollm2": dict(windows=8, seq_len=256, micro_batches="1,4", gemm_seconds=1.0),
 }
+
+
+def prepare_smollm2(binary, model_dir):
+    """SmolLM2-135M as a Hugging Face folder (F32, dequantised from the GGUF) with the calibration tokens."""
+    assets = os.path.join(REPO, ".cache", "assets")
+    if not os.path.exists(os.path.join(model_dir, "model.safetensors")):
+        subprocess.run([os.path.join(REPO, "launch", "fetch-assets")], check=True)
+        subprocess.run([binary, "convert", "--model", os.path.join(assets, "SmolLM2-135M-Instruct.Q4_1.gguf"),
+                        "--out", model_dir], check=True)
+    tokens = os.path.join(model_dir, "tokens.bin")
+    if not os.path.exists(tokens):
+        calib = os.path.join(assets, "wiki", "calib.bin")
+        if not os.path.exists(calib):
+            subprocess.run([binary, "tokenize", "--model", model_dir, "--text", os.path.join(assets, "wiki", "calib.txt"),
+                            "--out", calib], check=True)
+        with open(calib, "rb") as f, open(tokens, "wb") as g:
+            g.write(f.read())
 
 
 def log(msg):
@@ -170,6 +191,23 @@ def torch_times(model_dir, tokens, t, windows, micro_batch, runs, threads):
     return out
 
 
+def torch_gemm(shapes, threads, seconds):
+    """PyTorch's own float32 matmul rate (A·Bᵀ, its MKL/oneDNN kernels) at the same shapes: what bounds it."""
+    import torch
+    torch.set_num_threads(threads)
+    out = []
+    for m, n, k in shapes:
+        a, b = torch.randn(m, k), torch.randn(n, k)
+        for _ in range(2):
+            a @ b.T
+        start, it = time.perf_counter(), 0
+        while time.perf_counter() - start < seconds:
+            a @ b.T
+            it += 1
+        out.append({"m": m, "n": n, "k": k, "gflops": 2 * m * n * k * it / (time.perf_counter() - start) / 1e9})
+    return out
+
+
 def derive(results):
     """FLOPs, GFLOP/s and the sgemm reference of every engine row (from the raw seconds and rates)."""
     cfg, windows, t = results["config"], results["windows"], results["seq_len"]
@@ -207,10 +245,12 @@ def print_tables(results, out_path):
             print(f"| {mb} | {label} | {e['seconds']:.3f} | {e['tokens_per_s']:.0f} | {flops / 1e9:.4g} "
                   f"| {e['gflops']:.3g} | {row['sgemm_ref_gflops']:.1f} | {100 * e['fraction_of_sgemm']:.0f}% "
                   f"| {ts} | {ratio} |")
-    print("\n| sgemm M×N×K (C = A·Bᵀ) | GFLOP/s |")
-    print("|---|---:|")
+    torch_mm = {(s["m"], s["n"], s["k"]): s["gflops"] for s in results.get("torch_gemm") or []}
+    print("\n| sgemm M×N×K (C = A·Bᵀ) | OpenBLAS GFLOP/s (engine) | PyTorch matmul GFLOP/s |")
+    print("|---|---:|---:|")
     for s in results["gemm"]["shapes"]:
-        print(f"| {s['m']}×{s['n']}×{s['k']} | {s['gflops']:.1f} |")
+        tm = torch_mm.get((s["m"], s["n"], s["k"]))
+        print(f"| {s['m']}×{s['n']}×{s['k']} | {s['gflops']:.1f} | {f'{tm:.1f}' if tm else '-'} |")
     if results["torch"]:
         print("\nloss check (engine vs PyTorch, same windows):")
         for row in results["engine"]:
@@ -265,7 +305,10 @@ def main():
         binary = os.path.join(REPO, ".build-bench", "release", "gradmap-dist")
 
     model_dir = args.model or os.path.join(REPO, ".cache", "models", f"llama-{args.preset}")
-    if not args.model:
+    if args.preset == "smollm2" and not args.model:
+        model_dir = os.path.join(REPO, ".cache", "models", "smollm2-135m")
+        prepare_smollm2(binary, model_dir)
+    elif not args.model:
         subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "make_random_model.py"),
                         "--preset", args.preset, "--out", model_dir], check=True)
     with open(os.path.join(model_dir, "config.json")) as f:
@@ -340,6 +383,7 @@ def main():
             r = torch_times(model_dir, tokens, t, windows, mb, args.runs, gemm["blas_threads"])
             r["micro_batch"] = mb
             results["torch"].append(r)
+        results["torch_gemm"] = torch_gemm(shapes, gemm["blas_threads"], gemm_seconds)
     results["other_cpu_busy"]["after"] = cpu_busy()
 
     derive(results)

@@ -43,7 +43,12 @@ public enum MemoryPlan {
                 slots: training ? placement.stages : 1, policy: policy, training: training)
             let c = placement.config
             let forward = Placement.forwardFlopsPerToken(c, p.part, seqLen: seqLen)
-            let decision = Placement.decisionFlopsPerToken(c, p.part, seqLen: seqLen)
+            var decision = Placement.decisionFlopsPerToken(c, p.part, seqLen: seqLen)
+            if training && policy == .recompute {
+                // Each layer's forward runs again in the backward (the head's does not).
+                let layersOnly = StagePart(layers: p.part.layers, embedding: false, head: false)
+                decision += Placement.forwardFlopsPerToken(c, layersOnly, seqLen: seqLen)
+            }
             let boundaries = (p.stage > 0 ? 1 : 0) + (p.stage < placement.stages - 1 ? 1 : 0)
             let r = placement.replicas
             let layerElements = ParamLayout.layerTensors(c).reduce(0) { $0 + $1.1.reduce(1, *) }
