@@ -165,12 +165,16 @@ public final class Communicator: @unchecked Sendable {
         return req
     }
 
+    /// Waits for a request by polling it. Oversubscribed, the poller sleeps between polls (20 µs doubling to
+    /// 1 ms) so that computing ranks get the cores; with a core per rank it polls without sleeping, since
+    /// transfers progress only while a rank is inside MPI and the core is idle anyway.
     static func politeWait(_ handle: inout MPI_Request?, _ what: String) throws {
         var done: Int32 = 0
         var pause: UInt32 = 20
         while true {
             try check(MPI_Test(&handle, &done, gm_status_ignore()), "MPI_Test (\(what))")
             if done != 0 { return }
+            if !oversubscribed { continue }
             usleep(pause)
             pause = min(pause * 2, 1000)
         }
