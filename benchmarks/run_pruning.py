@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
-"""Pruning cost on SmolLM2-135M with a fixed calibration set: the time of one decision of every metric
-(`gradmap-dist score`, the unpruned model), and the whole pruning time of gradmap against sleb for K = 25% of
-the layers (`prune --no-compensate`). Needs launch/fetch-assets (the model and text).
+"""Pruning cost with a fixed calibration set: the time of one decision of every metric (`gradmap-dist score`,
+the unpruned model), and the whole pruning time of gradmap against sleb for K = 25% of the layers
+(`prune --no-compensate`). Default model: SmolLM2-135M (needs launch/fetch-assets: the model and text);
+`--model DIR` takes a benchmark model folder with its tokens.bin (e.g. .cache/models/llama-1b).
 
     python3 benchmarks/run_pruning.py [--np 1] [--calib-windows 8] [--seq-len 256] [--binary PATH]
+    python3 benchmarks/run_pruning.py --model .cache/models/llama-1b --calib-windows 2 --seq-len 128 \
+        --metrics gradmap,bi,sleb --out .cache/bench/pruning-1b.json
 
 Writes .cache/bench/pruning.json and prints markdown tables (pasted into docs/benchmarks.md).
 """
@@ -33,31 +36,42 @@ def main():
     ap.add_argument("--np", type=int, default=1)
     ap.add_argument("--calib-windows", type=int, default=8)
     ap.add_argument("--seq-len", type=int, default=256)
-    ap.add_argument("--remove", type=int, default=8, help="K for the whole-pruning comparison (25%% of 30 layers)")
+    ap.add_argument("--remove", type=int, help="K for the whole-pruning comparison (default 25%% of the layers)")
+    ap.add_argument("--model", help="model folder with tokens.bin (default SmolLM2-135M and the calibration text)")
+    ap.add_argument("--metrics", default=",".join(METRICS), help="metrics for the one-decision table")
+    ap.add_argument("--weights", default="f32")
     ap.add_argument("--binary", default=os.path.join(ROOT, ".build", "release", "gradmap-dist"))
     ap.add_argument("--out", default=os.path.join(ROOT, ".cache", "bench", "pruning.json"))
     a = ap.parse_args()
-    subprocess.run([os.path.join(ROOT, "launch", "fetch-assets")], check=True, stdout=subprocess.DEVNULL)
     if not os.path.exists(a.binary):
         subprocess.run(["swift", "build", "-c", "release", "--product", "gradmap-dist"], cwd=ROOT, check=True)
-    model = os.path.join(ROOT, ".cache", "assets", "SmolLM2-135M-Instruct.Q4_1.gguf")
-    calib = os.path.join(ROOT, ".cache", "assets", "wiki", "calib.bin")
-    if not os.path.exists(calib):
-        subprocess.run([a.binary, "tokenize", "--model", model, "--text", calib[:-3] + "txt", "--out", calib], check=True)
-    common = ["--model", model, "--tokens", calib, "--seq-len", str(a.seq_len), "--calib-windows", str(a.calib_windows)]
+    if a.model:
+        model, calib = a.model, os.path.join(a.model, "tokens.bin")
+        layers = json.load(open(os.path.join(model, "config.json")))["num_hidden_layers"]
+        name = os.path.basename(os.path.normpath(model))
+    else:
+        subprocess.run([os.path.join(ROOT, "launch", "fetch-assets")], check=True, stdout=subprocess.DEVNULL)
+        model = os.path.join(ROOT, ".cache", "assets", "SmolLM2-135M-Instruct.Q4_1.gguf")
+        calib = os.path.join(ROOT, ".cache", "assets", "wiki", "calib.bin")
+        if not os.path.exists(calib):
+            subprocess.run([a.binary, "tokenize", "--model", model, "--text", calib[:-3] + "txt", "--out", calib], check=True)
+        layers, name = 30, "SmolLM2-135M"
+    a.remove = a.remove or layers // 4
+    common = ["--model", model, "--tokens", calib, "--seq-len", str(a.seq_len), "--calib-windows", str(a.calib_windows),
+              "--weights", a.weights]
     res = {"np": a.np, "calib_windows": a.calib_windows, "seq_len": a.seq_len, "score": {}, "prune": {}}
     tokens = a.calib_windows * a.seq_len
-    print(f"## One decision per metric (SmolLM2-135M, {a.calib_windows} × {a.seq_len} calibration tokens, {a.np} rank(s))\n")
+    print(f"## One decision per metric ({name}, {a.calib_windows} × {a.seq_len} calibration tokens, {a.np} rank(s))\n")
     print("| metric | seconds per decision | what it runs |")
     print("|---|---|---|")
     what = {"gradmap": "forward + backward", "taylor": "forward + backward", "fisher": "forward + backward (no weight gradients)",
             "gate": "forward + backward (no weight gradients)", "bi": "forward", "angular": "forward",
-            "sleb": "forward sweep over 28 candidates (shared prefixes)", "random": "nothing"}
-    for m in METRICS:
+            "sleb": f"forward sweep over {layers - 2} candidates (shared prefixes)", "random": "nothing"}
+    for m in a.metrics.split(","):
         o, wall = gm(a, ["score"] + common + ["--metric", m])
         res["score"][m] = o["seconds"]
         print(f"| {m} | {o['seconds']:.1f} | {what[m]} |")
-    print(f"\n## Whole pruning, K = {a.remove} of 30 layers, no compensation\n")
+    print(f"\n## Whole pruning, K = {a.remove} of {layers} layers, no compensation\n")
     print("| metric | scoring seconds | removed layers | calibration loss after |")
     print("|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
