@@ -117,6 +117,29 @@ final class DistributedTests: XCTestCase {
         XCTAssertEqual(r.stdout, "")
     }
 
+    /// inspect's plan counts exactly what the ranks allocate: the placement, the float32 parameter bytes and
+    /// the weights held (f32, or BF16 layers plus one widened layer) of every rank of a real 2-stage job.
+    func testInspectPlanMatchesWhatRanksHold() throws {
+        let model = Fixtures.dir("llama_gqa")
+        for weights in ["f32", "bf16"] {
+            let r = try mpi(2, ["grad-stats", "--model", model, "--tokens", Self.tokens, "--seq-len", "16", "--stages", "2",
+                                "--weights", weights, "--json", "--rank-stats"])
+            XCTAssertEqual(r.status, 0, r.stderr)
+            let ranks = try lastJSON(r)["ranks"] as! [[String: Any]]
+            let i = try runProcess(binaryPath, ["inspect", "--model", model, "--ranks", "2", "--seq-len", "16", "--weights", weights, "--json"])
+            XCTAssertEqual(i.status, 0, i.stderr)
+            let plan = (try JSONSerialization.jsonObject(with: Data(i.stdout.utf8)) as! [String: Any])["plan"] as! [[String: Any]]
+            XCTAssertEqual(ranks.count, 2)
+            for (have, planned) in zip(ranks, plan) {
+                XCTAssertEqual(have["layers"] as! [Int], planned["layers"] as! [Int], weights)
+                XCTAssertEqual(have["parameter_bytes"] as! Int, planned["parameter_bytes_f32"] as! Int, weights)
+                XCTAssertEqual(have["weight_bytes"] as! Int, planned["weight_bytes"] as! Int, weights)
+            }
+            // bf16 holds 2 bytes per layer parameter plus one widened layer (more than f32 for a 1-layer stage).
+            if weights == "bf16" { XCTAssertNotEqual(ranks[0]["weight_bytes"] as! Int, ranks[0]["parameter_bytes"] as! Int) }
+        }
+    }
+
     func testPlacementBalancesComputeOrParameterBytes() throws {
         let c = try ModelConfig.load(path: Fixtures.dir("llama_sharded_f16") + "/config.json")
         XCTAssertEqual(try Placement(config: c, ranks: 3, stages: nil).layerRanges, [0..<1, 1..<2, 2..<3])
