@@ -73,7 +73,9 @@ def main():
     p.add_argument("--seq-len", type=int, default=256)
     p.add_argument("--growth", default="8,32,128", help="calibration windows for the growth table ('' to skip)")
     p.add_argument("--growth-np", type=int, default=4, help="ranks for the calibration-growth runs")
-    p.add_argument("--default-metric", default="gradmap")
+    p.add_argument("--default-metric", default="fisher", help="metric of the calibration-growth runs")
+    p.add_argument("--cli-default-metric", default="fisher", help="the prune command's default --metric (for the check)")
+    p.add_argument("--cli-default-compensation", default="auto", help="the prune command's default --compensate-at")
     p.add_argument("--default-k", type=int, default=8)
     p.add_argument("--prefix-check-metric", default="gradmap", help="metric also run directly at every smaller K")
     p.add_argument("--bin", default=os.path.join(ROOT, ".build", "release", "gradmap-dist"))
@@ -154,7 +156,7 @@ def main():
     for n in [int(x) for x in args.growth.split(",") if x]:
         label = f"growth-{args.default_metric}-k{args.default_k}-c{n}"
         r = run_prune(args, ["--calib-windows", str(n), "--metric", args.default_metric, "--remove", str(args.default_k),
-                             "--compensate-at", "auto"], label, np=args.growth_np)
+                             "--compensate-at", "auto", "--skip-original-eval"], label, np=args.growth_np)
         if r is None:
             continue
         growth.append({"windows": n, "removed": r["removed"], "none": r["eval"]["ppl_pruned"],
@@ -241,6 +243,29 @@ def write(args, rows, growth, prefix_check):
         for mean, m, mode, c in table:
             lines.append(f"| {m} | {mode} | {mean:.1f} | " + " | ".join(fmt(c[k][1]) for k in ks) + " |")
         lines.append("")
+        # The defaults: the best mean rank among metrics that cost about one GradMAP decision or less
+        # (scoring time at the largest K at most 1.5x plain gradmap's), so the default stays fast.
+        kmax = max(ks)
+        cost = {r["metric"]: r["scoring_s"] for r in rows if r["k"] == kmax and r["scoring_s"] is not None}
+        budget = 1.5 * cost.get("gradmap", float("inf"))
+        cheap = [(mean, m, mode) for mean, m, mode, _ in table if cost.get(m, float("inf")) <= budget]
+        if cheap:
+            mean, m, mode = cheap[0]
+            best = table[0]
+            lines += ["## Defaults chosen by this table", "",
+                      f"Rule: the best mean rank among the settings whose scoring at K = {kmax} took at most 1.5× plain "
+                      f"gradmap's ({budget:.0f} s), so that the default stays a one-pass-per-decision method. "
+                      f"Chosen: **`--metric {m.split(' ')[0]}{' --verify-top 3' if 'verify' in m else ''} "
+                      f"--compensate-at {mode if mode != 'none' else '(none: --no-compensate)'}`** "
+                      f"(mean rank {mean:.1f}).",
+                      ""]
+            if best[1] != m or best[2] != mode:
+                lines += [f"Best overall: {best[1]} with {best[2]} (mean rank {best[0]:.1f}, scoring "
+                          f"{cost.get(best[1], 0):.0f} s at K = {kmax}).", ""]
+            current = f"{args.cli_default_metric} / {args.cli_default_compensation}"
+            chosen = f"{m} / {mode}"
+            lines += [f"The CLI's defaults ({current}) " + ("are this choice." if current == chosen else
+                      f"differ from this choice ({chosen})."), ""]
     open(args.out, "w").write("\n".join(lines) + "\n")
     print("wrote", args.out, file=sys.stderr)
 
