@@ -32,6 +32,7 @@ def random_tokens(path, vocab, windows, seq_len, seed):
     ("llama_sharded_f16", ["--layers", "1", "--compensate-at", "2"]),
     ("qwen2_tied", ["--remove", "1", "--compensate-at", "shift"]),
     ("llama_bf16", ["--layers", "0", "--no-compensate"]),
+    ("llama_bf16", ["--layers", "0", "--compensate-at", "1", "--weights", "bf16"]),
 ])
 def test_transformers_loads_pruned_checkpoint(fixture, extra):
     model = os.path.join(FIXTURES, fixture)
