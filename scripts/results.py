@@ -266,6 +266,9 @@ def write(args, rows, growth, prefix_check):
             chosen = f"{m} / {mode}"
             lines += [f"The CLI's defaults ({current}) " + ("are this choice." if current == chosen else
                       f"differ from this choice ({chosen})."), ""]
+    notes = os.path.join(ROOT, "docs", "results-notes.md")
+    if os.path.exists(notes):  # the reading of the table, written by hand after a run
+        lines += [open(notes).read().rstrip(), ""]
     open(args.out, "w").write("\n".join(lines) + "\n")
     print("wrote", args.out, file=sys.stderr)
 
