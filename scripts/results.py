@@ -97,7 +97,7 @@ def main():
     rows = []
     ks = [int(k) for k in args.ks.split(",") if k]
     variants = []
-    for m in args.metrics.split(","):
+    for m in [x for x in args.metrics.split(",") if x]:
         variants.append((m, []))
         if m in ("gradmap", "fisher"):
             variants.append((m, ["--verify-top", "3"]))
