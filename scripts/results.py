@@ -73,8 +73,8 @@ def main():
     p.add_argument("--seq-len", type=int, default=256)
     p.add_argument("--growth", default="8,32,128", help="calibration windows for the growth table ('' to skip)")
     p.add_argument("--growth-np", type=int, default=4, help="ranks for the calibration-growth runs")
-    p.add_argument("--default-metric", default="fisher", help="metric of the calibration-growth runs")
-    p.add_argument("--cli-default-metric", default="fisher", help="the prune command's default --metric (for the check)")
+    p.add_argument("--default-metric", default="bi", help="metric of the calibration-growth runs")
+    p.add_argument("--cli-default-metric", default="bi", help="the prune command's default --metric (for the check)")
     p.add_argument("--cli-default-compensation", default="auto", help="the prune command's default --compensate-at")
     p.add_argument("--default-k", type=int, default=8)
     p.add_argument("--prefix-check-metric", default="gradmap", help="metric also run directly at every smaller K")
@@ -209,7 +209,7 @@ def write(args, rows, growth, prefix_check):
                          f"| {fmt(r['auto'])} ({r['auto_layer'] if r['auto_layer'] is not None else 'none'}) | {secs(r['scoring_s'])}{'*' if r['derived'] else ''} | {secs(r['auto_s'])} |")
         lines.append("")
     if growth:
-        lines += [f"## Calibration size ({args.default_metric}, K = {args.default_k}, auto compensation, {args.np} ranks)", "",
+        lines += [f"## Calibration size ({args.default_metric}, K = {args.default_k}, auto compensation, {args.growth_np} ranks)", "",
                   "Each run scores on the first N windows of the calibration set and is evaluated on the same held-out windows.", "",
                   "| calibration windows | removed layers | ppl, no compensation | ppl, auto (j*) | seconds |", "|---|---|---|---|---|"]
         for g in growth:

@@ -21,7 +21,7 @@ struct PruneInputs: ParsableArguments {
     @Option(name: .long, help: "Validation windows for --compensate-at auto (default max(1, calib-windows/8)).")
     var validationWindows: Int?
     @Option(name: .long, help: "gradmap | fisher | gate | taylor | bi | angular | sleb | random")
-    var metric: Metric = .fisher
+    var metric: Metric = .bi
     @Option(name: .long, help: "Verify the M lowest-scored candidates by calibration loss.")
     var verifyTop: Int = 1
     @Option(name: .long, help: "Never remove the first N layers.")
