@@ -210,7 +210,7 @@ def write(args, rows, growth, prefix_check):
         lines.append("")
     if growth:
         lines += [f"## Calibration size ({args.default_metric}, K = {args.default_k}, auto compensation, {args.growth_np} ranks)", "",
-                  "Each run scores on the first N windows of the calibration set and is evaluated on the same held-out windows.", "",
+                  "Each run calibrates on N windows spread evenly over the calibration articles (method.md) and is evaluated on the same held-out windows.", "",
                   "| calibration windows | removed layers | ppl, no compensation | ppl, auto (j*) | seconds |", "|---|---|---|---|---|"]
         for g in growth:
             lines.append(f"| {g['windows']} | {' '.join(map(str, g['removed']))} | {fmt(g['none'])} | {fmt(g['auto'])} ({g['layer']}) | {g['seconds']:.0f} |")
