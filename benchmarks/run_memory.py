@@ -90,7 +90,8 @@ def main():
         if w:
             break
     if w:
-        out = os.path.join(ROOT, ".cache", "bench", "memory-pruned")
+        os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+        out = os.path.join(os.path.dirname(os.path.abspath(a.out)), "memory-pruned")
         o = launch(a.binary, s, ["prune", "--model", model, "--tokens", tokens, "--seq-len", str(a.seq_len),
                                  "--calib-windows", str(a.windows), "--stages", str(s), "--weights", w, "--remove", "1",
                                  "--protect-first", "0", "--protect-last", "0", "--no-compensate", "--out", out, "--force", "--json"])
