@@ -20,8 +20,10 @@ let package = Package(
         .systemLibrary(
             name: "CBLAS", path: "Sources/CBLAS",
             providers: [.apt(["libopenblas-dev", "liblapacke-dev"])]),
+        // BF16 matrix products on Intel AMX (`--matmul bf16`), chosen at run time.
+        .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3"])]),
         .target(
-            name: "GradMapCore", dependencies: ["CMPI", "CBLAS"],
+            name: "GradMapCore", dependencies: ["CMPI", "CBLAS", "CKernels"],
             swiftSettings: [.unsafeFlags(["-Ounchecked", "-cross-module-optimization"], .when(configuration: .release))]),
         .executableTarget(
             name: "gradmap-dist",

@@ -14,22 +14,43 @@ struct BenchGemmCommand: ParsableCommand {
     @Option(name: .long, help: "Minimum seconds per shape.")
     var seconds: Double = 1.0
 
+    @Option(name: .long, help: "Product forms: nt (C = A·Bᵀ, a linear's forward), nn (dX = dY·W), tn (dW += dYᵀ·X).")
+    var forms: String = "nt"
+
+    @Option(name: .long, help: "f32 (cblas_sgemm) or bf16 (AMX, BF16 inputs, FP32 accumulation).")
+    var matmul: MatmulPrecision = .f32
+
     @Flag(name: .long, help: "Print one JSON object on stdout.")
     var json = false
 
+    func validate() throws {
+        if matmul == .bf16 && !MatmulPrecision.bf16Available {
+            throw ValidationError("--matmul bf16: this CPU (or kernel) offers no AMX-BF16 tiles; use --matmul f32")
+        }
+        for f in forms.split(separator: ",") where GemmBenchmark.Form(rawValue: String(f)) == nil {
+            throw ValidationError("--forms: '\(f)' is not one of nt, nn, tn")
+        }
+    }
+
     func run() throws {
         var results: [JSONValue] = []
+        let formList = forms.split(separator: ",").map { GemmBenchmark.Form(rawValue: String($0))! }
+        for form in formList {
         for item in shapes.split(separator: ",") {
             let dims = item.split(separator: "x").compactMap { Int($0) }
             guard dims.count == 3, dims.allSatisfy({ $0 > 0 }) else {
                 throw GradMapError.badInput("--shapes: '\(item)' is not MxNxK with positive integers")
             }
-            let r = GemmBenchmark.measure(m: dims[0], n: dims[1], k: dims[2], minSeconds: seconds)
+            let r = GemmBenchmark.measure(
+                m: dims[0], n: dims[1], k: dims[2], minSeconds: seconds, form: form, precision: matmul)
             results.append(.object([
-                ("m", .int(dims[0])), ("n", .int(dims[1])), ("k", .int(dims[2])),
-                ("gflops", .double(r.gflops)), ("calls", .int(r.calls)),
+                ("m", .int(dims[0])), ("n", .int(dims[1])), ("k", .int(dims[2])), ("form", .string(form.rawValue)),
+                ("matmul", .string(matmul.rawValue)), ("gflops", .double(r.gflops)), ("calls", .int(r.calls)),
             ]))
-            if !json { print(String(format: "sgemm %@  %.1f GFLOP/s  (%d calls)", String(item), r.gflops, r.calls)) }
+            if !json {
+                print(String(format: "%@ %@ %@  %.1f GFLOP/s  (%d calls)", matmul.rawValue, form.rawValue, String(item), r.gflops, r.calls))
+            }
+        }
         }
         if json {
             print(JSONValue.object([

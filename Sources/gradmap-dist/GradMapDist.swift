@@ -61,6 +61,15 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .long, help: "store: keep each layer's internals for the backward; recompute: keep only layer inputs and rerun each layer's forward in the backward (about 1/3 more compute, far less memory).")
     var activations: ActivationPolicy = .store
 
+    @Option(name: .long, help: "f32: every product in FP32 (cblas_sgemm); bf16: the linear and lm_head products take BF16-rounded inputs and accumulate in FP32 on Intel AMX (attention, norms, loss stay FP32), several times faster on CPUs with AMX.")
+    var matmul: MatmulPrecision = .f32
+
+    func validate() throws {
+        if matmul == .bf16 && !MatmulPrecision.bf16Available {
+            throw ValidationError("--matmul bf16: this CPU (or kernel) offers no AMX-BF16 tiles; use --matmul f32")
+        }
+    }
+
     func checkpoint() throws -> Checkpoint { try Checkpoint(directory: model) }
 }
 
@@ -101,7 +110,7 @@ struct WindowOptions: ParsableArguments {
         let p: Pipeline<Float> = try Pipeline.load(
             world: world, checkpoint: ckpt, stages: stages, seqLen: seqLen,
             microBatch: min(microBatch, list.count), training: training, policy: model.activations,
-            weights: model.weights, balance: model.balance)
+            weights: model.weights, balance: model.balance, matmul: model.matmul)
         return (p, data, list)
     }
 }
@@ -109,6 +118,7 @@ struct WindowOptions: ParsableArguments {
 extension WeightFormat: ExpressibleByArgument {}
 extension Balance: ExpressibleByArgument {}
 extension ActivationPolicy: ExpressibleByArgument {}
+extension MatmulPrecision: ExpressibleByArgument {}
 
 func elapsed(since start: DispatchTime) -> Double {
     Double(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1e9

@@ -12,6 +12,8 @@ struct GradStatsCommand: ParsableCommand {
     @OptionGroup var windows: WindowOptions
     @Flag(name: .long, help: "Print one JSON object on stdout.")
     var json = false
+    @Flag(name: .long, help: "Compute only the decoder layers' weight-matrix gradients, what one gradmap/taylor decision computes (norms, biases, embedding and lm_head report 0).")
+    var layerMatricesOnly = false
     @Flag(name: .long, help: "Add per-rank timings, bytes sent and peak memory (\"ranks\") to the JSON.")
     var rankStats = false
 
@@ -19,6 +21,7 @@ struct GradStatsCommand: ParsableCommand {
         let world = try Communicator.world()
         let ckpt = try model.checkpoint()
         let (pipeline, data, list) = try windows.pipeline(world, ckpt, training: true, model: model)
+        pipeline.stage.layerMatricesOnly = layerMatricesOnly
         try world.barrier()
         let start = DispatchTime.now()
         let r = try pipeline.run(data: data, windows: list, microBatch: windows.microBatch, backward: true)

@@ -160,7 +160,7 @@ struct PruneCommand: ParsableCommand {
         let pipeline: Pipeline<Float> = try Pipeline.load(
             world: world, checkpoint: ckpt, stages: inputs.stages, seqLen: inputs.seqLen,
             microBatch: min(inputs.microBatch, calib.count), training: training, policy: inputs.model.activations, weights: inputs.model.weights,
-            balance: inputs.model.balance)
+            balance: inputs.model.balance, matmul: inputs.model.matmul)
         let pruner = try Pruner(pipeline: pipeline, data: data, calibration: calib, validation: validation, options: options)
         let log: (String) -> Void = { line in if world.rank == 0 { FileHandle.standardError.write(Data((line + "\n").utf8)) } }
         pruner.progress = log
@@ -268,7 +268,7 @@ struct ScoreCommand: ParsableCommand {
             world: world, checkpoint: ckpt, stages: inputs.stages, seqLen: inputs.seqLen,
             microBatch: min(inputs.microBatch, calib.count), training: inputs.metric.needsBackward,
             policy: inputs.model.activations, weights: inputs.model.weights,
-            balance: inputs.model.balance)
+            balance: inputs.model.balance, matmul: inputs.model.matmul)
         let pruner = try Pruner(pipeline: pipeline, data: data, calibration: calib, validation: [], options: options)
         let t0 = DispatchTime.now()
         let scores = try pruner.scoreOnce()

@@ -45,7 +45,8 @@ public final class Pipeline<F: Real & MPIScalar>: @unchecked Sendable {
     /// Loads this rank's share of the checkpoint (its tensors only) and builds its stage.
     public static func load(
         world: Communicator, checkpoint ckpt: Checkpoint, stages: Int?, seqLen: Int, microBatch: Int,
-        training: Bool, policy: ActivationPolicy = .store, weights: WeightFormat = .f32, balance: Balance = .compute
+        training: Bool, policy: ActivationPolicy = .store, weights: WeightFormat = .f32, balance: Balance = .compute,
+        matmul: MatmulPrecision = .f32
     ) throws -> Pipeline<F> {
         let c = ckpt.config
         let placement = try Placement(config: c, ranks: world.size, stages: stages, balance: balance, seqLen: seqLen)
@@ -56,6 +57,7 @@ public final class Pipeline<F: Real & MPIScalar>: @unchecked Sendable {
         let stage = Stage(
             config: c, params: params, seqLen: seqLen, maxBatch: microBatch,
             slots: training ? placement.stages : 1, policy: policy, training: training)
+        stage.matmul = matmul
         return try Pipeline(world: world, placement: placement, stage: stage)
     }
 

@@ -6,14 +6,14 @@
 func linearForward<F: Real>(
     _ out: UnsafeMutablePointer<F>, _ inp: UnsafePointer<F>,
     _ weight: UnsafePointer<F>, _ bias: UnsafePointer<F>?,
-    n: Int, inDim: Int, outDim: Int
+    n: Int, inDim: Int, outDim: Int, precision: MatmulPrecision = .f32
 ) {
     var beta: F = 0
     if let bias {
         for r in 0..<n { (out + r * outDim).update(from: bias, count: outDim) }
         beta = 1
     }
-    F.gemm(false, true, n, outDim, inDim, 1, inp, inDim, weight, inDim, beta, out, outDim)
+    gemm(precision, false, true, n, outDim, inDim, 1, inp, inDim, weight, inDim, beta, out, outDim)
 }
 
 /// dinp[N, I] (= or +=) dout[N, O] · weight[O, I];  dweight[O, I] += doutᵀ · inp;  dbias[O] += Σ_n dout[n]
@@ -21,13 +21,13 @@ func linearForward<F: Real>(
 func linearBackward<F: Real>(
     dinp: UnsafeMutablePointer<F>?, dweight: UnsafeMutablePointer<F>?, dbias: UnsafeMutablePointer<F>?,
     dout: UnsafePointer<F>, inp: UnsafePointer<F>, weight: UnsafePointer<F>,
-    n: Int, inDim: Int, outDim: Int, accumulateInput: Bool
+    n: Int, inDim: Int, outDim: Int, accumulateInput: Bool, precision: MatmulPrecision = .f32
 ) {
     if let dinp {
-        F.gemm(false, false, n, inDim, outDim, 1, dout, outDim, weight, inDim, accumulateInput ? 1 : 0, dinp, inDim)
+        gemm(precision, false, false, n, inDim, outDim, 1, dout, outDim, weight, inDim, accumulateInput ? 1 : 0, dinp, inDim)
     }
     if let dweight {
-        F.gemm(true, false, outDim, inDim, n, 1, dout, outDim, inp, inDim, 1, dweight, inDim)
+        gemm(precision, true, false, outDim, inDim, n, 1, dout, outDim, inp, inDim, 1, dweight, inDim)
     }
     if let dbias {
         for r in 0..<n {

@@ -15,6 +15,12 @@ public final class Stage<F: Real>: @unchecked Sendable {
     /// When false the backward computes only activation gradients (dL/dh), skipping every dL/dW product:
     /// what the activation-gradient metrics need, at about a third of the backward's cost.
     public var computeWeightGradients = true
+    /// When true (and computeWeightGradients), only the decoder layers' weight matrices get gradients: the
+    /// products for lm_head, the embedding, norms and biases are skipped, and so is dL/dh below the first
+    /// layer on the first stage. What the weight-gradient metrics read; the rest of `grads` stays zero.
+    public var layerMatricesOnly = false
+    /// Arithmetic of the linear and lm_head products (attention and everything else stay FP32).
+    public var matmul: MatmulPrecision = .f32
     /// Called between layers (forward and backward) so the pipeline can drive its pending transfers.
     public var progress: (() -> Void)? = nil
 
@@ -101,7 +107,7 @@ public final class Stage<F: Real>: @unchecked Sendable {
 
     /// dE += scatter of dresidual (dL/dh_0).
     public func embedBackward(ids: UnsafePointer<UInt32>, b: Int) {
-        guard computeWeightGradients else { return }
+        guard computeWeightGradients && !layerMatricesOnly else { return }
         embeddingBackward(params.grad("model.embed_tokens.weight"), dresidual.pointer, ids, n: b * seqLen, h: config.hidden)
     }
 
@@ -176,22 +182,22 @@ public final class Stage<F: Real>: @unchecked Sendable {
         let w = params.layerWeights(l)
         let eps = F(c.rmsEps)
         rmsnormForward(x.ln1.pointer, x.rstd1.pointer, inp, w.ln1, n: n, c: h, eps: eps)
-        linearForward(x.q.pointer, x.ln1.pointer, w.wq, w.bq, n: n, inDim: h, outDim: qd)
-        linearForward(x.k.pointer, x.ln1.pointer, w.wk, w.bk, n: n, inDim: h, outDim: kvd)
-        linearForward(x.v.pointer, x.ln1.pointer, w.wv, w.bv, n: n, inDim: h, outDim: kvd)
+        linearForward(x.q.pointer, x.ln1.pointer, w.wq, w.bq, n: n, inDim: h, outDim: qd, precision: matmul)
+        linearForward(x.k.pointer, x.ln1.pointer, w.wk, w.bk, n: n, inDim: h, outDim: kvd, precision: matmul)
+        linearForward(x.v.pointer, x.ln1.pointer, w.wv, w.bv, n: n, inDim: h, outDim: kvd, precision: matmul)
         ropeApply(x.q.pointer, rope, n: n, heads: c.heads, hd: c.headDim, inverse: false)
         ropeApply(x.k.pointer, rope, n: n, heads: c.kvHeads, hd: c.headDim, inverse: false)
         attentionForward(
             out: x.att.pointer, lse: x.lse.pointer, q: x.q.pointer, k: x.k.pointer, v: x.v.pointer,
             scratch: attP.pointer, scratchSlots: attentionWorkers, b: b, t: t, nh: c.heads, nkv: c.kvHeads, hd: c.headDim)
         let u = x.u.pointer
-        linearForward(u, x.att.pointer, w.wo, w.bo, n: n, inDim: qd, outDim: h)
+        linearForward(u, x.att.pointer, w.wo, w.bo, n: n, inDim: qd, outDim: h, precision: matmul)
         addInPlace(u, inp, count: n * h)
         rmsnormForward(x.ln2.pointer, x.rstd2.pointer, u, w.ln2, n: n, c: h, eps: eps)
-        linearForward(x.gate.pointer, x.ln2.pointer, w.wg, w.bg, n: n, inDim: h, outDim: i)
-        linearForward(x.up.pointer, x.ln2.pointer, w.wu, w.bu, n: n, inDim: h, outDim: i)
+        linearForward(x.gate.pointer, x.ln2.pointer, w.wg, w.bg, n: n, inDim: h, outDim: i, precision: matmul)
+        linearForward(x.up.pointer, x.ln2.pointer, w.wu, w.bu, n: n, inDim: h, outDim: i, precision: matmul)
         swigluForward(x.act.pointer, x.gate.pointer, x.up.pointer, count: n * i)
-        linearForward(out, x.act.pointer, w.wd, w.bd, n: n, inDim: i, outDim: h)
+        linearForward(out, x.act.pointer, w.wd, w.bd, n: n, inDim: i, outDim: h, precision: matmul)
         addInPlace(out, u, count: n * h)
     }
 
@@ -202,30 +208,34 @@ public final class Stage<F: Real>: @unchecked Sendable {
         let w = params.layerWeights(l)
         let g = params.layerGrads(l)
         let keep = computeWeightGradients
-        // Weight-gradient destinations, or nil to skip those products.
+        let all = keep && !layerMatricesOnly
+        // Weight-gradient destinations, or nil to skip those products: G for the matrices, N for norms/biases.
         func G(_ p: UnsafeMutablePointer<F>?) -> UnsafeMutablePointer<F>? { keep ? p : nil }
+        func N(_ p: UnsafeMutablePointer<F>?) -> UnsafeMutablePointer<F>? { all ? p : nil }
+        // dL/dh_l of the model's first layer only feeds the embedding gradient.
+        let needInputGrad = !(keep && layerMatricesOnly && params.part.embedding && l == activeLayers.first)
         let s = back!
         let dres = dresidual.pointer
         // MLP branch: h_{l+1} = u + down(act)
         linearBackward(
-            dinp: s.dact.pointer, dweight: G(g.wd), dbias: G(g.bd), dout: dres, inp: x.act.pointer, weight: w.wd,
-            n: n, inDim: i, outDim: h, accumulateInput: false)
+            dinp: s.dact.pointer, dweight: G(g.wd), dbias: N(g.bd), dout: dres, inp: x.act.pointer, weight: w.wd,
+            n: n, inDim: i, outDim: h, accumulateInput: false, precision: matmul)
         swigluBackward(
             dgate: s.dgate.pointer, dup: s.dup.pointer, dact: s.dact.pointer, gate: x.gate.pointer,
             up: x.up.pointer, count: n * i)
         linearBackward(
-            dinp: s.dln.pointer, dweight: G(g.wg), dbias: G(g.bg), dout: s.dgate.pointer, inp: x.ln2.pointer,
-            weight: w.wg, n: n, inDim: h, outDim: i, accumulateInput: false)
+            dinp: s.dln.pointer, dweight: G(g.wg), dbias: N(g.bg), dout: s.dgate.pointer, inp: x.ln2.pointer,
+            weight: w.wg, n: n, inDim: h, outDim: i, accumulateInput: false, precision: matmul)
         linearBackward(
-            dinp: s.dln.pointer, dweight: G(g.wu), dbias: G(g.bu), dout: s.dup.pointer, inp: x.ln2.pointer,
-            weight: w.wu, n: n, inDim: h, outDim: i, accumulateInput: true)
+            dinp: s.dln.pointer, dweight: G(g.wu), dbias: N(g.bu), dout: s.dup.pointer, inp: x.ln2.pointer,
+            weight: w.wu, n: n, inDim: h, outDim: i, accumulateInput: true, precision: matmul)
         rmsnormBackward(
-            dinp: dres, dweight: G(g.ln2), dout: s.dln.pointer, inp: x.u.pointer, weight: w.ln2,
+            dinp: dres, dweight: N(g.ln2), dout: s.dln.pointer, inp: x.u.pointer, weight: w.ln2,
             rstd: x.rstd2.pointer, n: n, c: h)
         // Attention branch: u = h_l + o(att)
         linearBackward(
-            dinp: s.datt.pointer, dweight: G(g.wo), dbias: G(g.bo), dout: dres, inp: x.att.pointer, weight: w.wo,
-            n: n, inDim: qd, outDim: h, accumulateInput: false)
+            dinp: s.datt.pointer, dweight: G(g.wo), dbias: N(g.bo), dout: dres, inp: x.att.pointer, weight: w.wo,
+            n: n, inDim: qd, outDim: h, accumulateInput: false, precision: matmul)
         s.dk.zero()
         s.dv.zero()
         attentionBackward(
@@ -236,16 +246,17 @@ public final class Stage<F: Real>: @unchecked Sendable {
         ropeApply(s.dq.pointer, rope, n: n, heads: c.heads, hd: c.headDim, inverse: true)
         ropeApply(s.dk.pointer, rope, n: n, heads: c.kvHeads, hd: c.headDim, inverse: true)
         linearBackward(
-            dinp: s.dln.pointer, dweight: G(g.wq), dbias: G(g.bq), dout: s.dq.pointer, inp: x.ln1.pointer, weight: w.wq,
-            n: n, inDim: h, outDim: qd, accumulateInput: false)
+            dinp: needInputGrad ? s.dln.pointer : nil, dweight: G(g.wq), dbias: N(g.bq), dout: s.dq.pointer, inp: x.ln1.pointer, weight: w.wq,
+            n: n, inDim: h, outDim: qd, accumulateInput: false, precision: matmul)
         linearBackward(
-            dinp: s.dln.pointer, dweight: G(g.wk), dbias: G(g.bk), dout: s.dk.pointer, inp: x.ln1.pointer, weight: w.wk,
-            n: n, inDim: h, outDim: kvd, accumulateInput: true)
+            dinp: needInputGrad ? s.dln.pointer : nil, dweight: G(g.wk), dbias: N(g.bk), dout: s.dk.pointer, inp: x.ln1.pointer, weight: w.wk,
+            n: n, inDim: h, outDim: kvd, accumulateInput: true, precision: matmul)
         linearBackward(
-            dinp: s.dln.pointer, dweight: G(g.wv), dbias: G(g.bv), dout: s.dv.pointer, inp: x.ln1.pointer, weight: w.wv,
-            n: n, inDim: h, outDim: kvd, accumulateInput: true)
+            dinp: needInputGrad ? s.dln.pointer : nil, dweight: G(g.wv), dbias: N(g.bv), dout: s.dv.pointer, inp: x.ln1.pointer, weight: w.wv,
+            n: n, inDim: h, outDim: kvd, accumulateInput: true, precision: matmul)
+        guard needInputGrad else { return }
         rmsnormBackward(
-            dinp: dres, dweight: G(g.ln1), dout: s.dln.pointer, inp: inp, weight: w.ln1, rstd: x.rstd1.pointer,
+            dinp: dres, dweight: N(g.ln1), dout: s.dln.pointer, inp: inp, weight: w.ln1, rstd: x.rstd1.pointer,
             n: n, c: h)
     }
 
@@ -277,21 +288,22 @@ public final class Stage<F: Real>: @unchecked Sendable {
         for w in 0..<b {
             let x = hs.lnf.pointer + w * t * h
             let logits = hs.logits.pointer
-            F.gemm(false, true, t, v, h, 1, x, h, outW, h, 0, logits, v)
+            gemm(matmul, false, true, t, v, h, 1, x, h, outW, h, 0, logits, v)
             onLogits?(w, logits)
             nll += crossEntropy(logits, ids: ids + w * t, t: t, v: v, gradScale: gradScale, rowLoss: hs.rowLoss.pointer)
             if gradScale != nil {
-                F.gemm(false, false, t, h, v, 1, logits, v, outW, h, 0, hs.dlnf.pointer + w * t * h, h)
+                gemm(matmul, false, false, t, h, v, 1, logits, v, outW, h, 0, hs.dlnf.pointer + w * t * h, h)
             }
-            if gradScale != nil && computeWeightGradients {
+            if gradScale != nil && computeWeightGradients && !layerMatricesOnly {
                 let gOut = c.tieEmbeddings ? params.grad("model.embed_tokens.weight") : params.grad("lm_head.weight")
-                F.gemm(true, false, v, h, t, 1, logits, v, x, h, 1, gOut, h)
+                gemm(matmul, true, false, v, h, t, 1, logits, v, x, h, 1, gOut, h)
             }
         }
         if gradScale != nil {
             dresidual.zero()
             rmsnormBackward(
-                dinp: dresidual.pointer, dweight: computeWeightGradients ? params.grad("model.norm.weight") : nil,
+                dinp: dresidual.pointer,
+                dweight: computeWeightGradients && !layerMatricesOnly ? params.grad("model.norm.weight") : nil,
                 dout: hs.dlnf.pointer,
                 inp: hL, weight: normW, rstd: hs.rstdf.pointer, n: n, c: h)
         }

@@ -33,6 +33,8 @@ extension Pruner {
         switch metric {
         case .gradmap, .taylor:
             pipeline.stage.computeWeightGradients = true
+            pipeline.stage.layerMatricesOnly = true
+            defer { pipeline.stage.layerMatricesOnly = false }
             _ = try pipeline.run(data: data, windows: calibration, microBatch: options.microBatch, backward: true)
             var sums = LayerSums(layers: l)
             if pipeline.me.replica == 0 { weightScores(metric, into: &sums) }

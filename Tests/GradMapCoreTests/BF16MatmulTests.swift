@@ -1,0 +1,162 @@
+// The AMX BF16 products (`--matmul bf16`) against a float64 reference of the same BF16-rounded inputs, and
+// the engine in that mode against the float64 transformers fixtures.
+//
+// Kernel tolerance: with inputs rounded to BF16 first, the only error left is FP32 accumulation over k
+// products, bounded by k·2⁻²⁴·Σ|a||b|; 2⁻¹⁹·Σ|a||b| per element (k ≤ 300 here, and the hardware adds pairs
+// before accumulating) catches any wrong element, layout or edge, which would be off by O(Σ|a||b|).
+import CKernels
+import XCTest
+
+@testable import GradMapCore
+
+/// On machines with AMX (CI's do; .ci/run sets GRADMAP_REQUIRE_AMX=1 there) these tests must run, not skip.
+func requireAMX() throws {
+    if ProcessInfo.processInfo.environment["GRADMAP_REQUIRE_AMX"] == "1" {
+        XCTAssertTrue(MatmulPrecision.bf16Available, "GRADMAP_REQUIRE_AMX=1 but AMX-BF16 is not usable")
+    }
+    try XCTSkipUnless(MatmulPrecision.bf16Available, "no AMX-BF16 on this CPU")
+}
+
+final class BF16MatmulTests: XCTestCase {
+    struct Rand {
+        var s: UInt64
+        mutating func next() -> Float {
+            s = s &* 6364136223846793005 &+ 1442695040888963407
+            return Float(Int64(bitPattern: s >> 11) % 2001 - 1000) / 997
+        }
+    }
+
+    func check(_ form: GemmBenchmark.Form, m: Int, n: Int, k: Int, accumulate: Bool, seed: UInt64) {
+        var r = Rand(s: seed)
+        let lda = (form.transA ? m : k) + 3, ldb = (form.transB ? k : n) + 5, ldc = n + 2
+        let a = (0..<((form.transA ? k : m) * lda)).map { _ in r.next() }
+        let b = (0..<((form.transB ? n : k) * ldb)).map { _ in r.next() }
+        let c0 = (0..<(m * ldc)).map { _ in r.next() }
+        var ar = a, br = b
+        gm_bf16_round(a, &ar, a.count)
+        gm_bf16_round(b, &br, b.count)
+        func opA(_ i: Int, _ p: Int) -> Double { Double(form.transA ? ar[p * lda + i] : ar[i * lda + p]) }
+        func opB(_ p: Int, _ j: Int) -> Double { Double(form.transB ? br[j * ldb + p] : br[p * ldb + j]) }
+        var c = c0
+        a.withUnsafeBufferPointer { ap in
+            b.withUnsafeBufferPointer { bp in
+                c.withUnsafeMutableBufferPointer { cp in
+                    gemm(MatmulPrecision.bf16, form.transA, form.transB, m, n, k, 1, ap.baseAddress!, lda, bp.baseAddress!, ldb,
+                         accumulate ? 1 : 0, cp.baseAddress!, ldc)
+                }
+            }
+        }
+        var worst = 0.0
+        for i in 0..<m {
+            for j in 0..<n {
+                var ref = accumulate ? Double(c0[i * ldc + j]) : 0, scale = abs(ref)
+                for p in 0..<k {
+                    ref += opA(i, p) * opB(p, j)
+                    scale += abs(opA(i, p) * opB(p, j))
+                }
+                worst = max(worst, abs(Double(c[i * ldc + j]) - ref) / max(scale, 1e-30))
+            }
+            // Padding columns of C are untouched.
+            for j in n..<ldc { XCTAssertEqual(c[i * ldc + j], c0[i * ldc + j]) }
+        }
+        XCTAssertLessThan(worst, pow(2, -19), "\(form) \(m)x\(n)x\(k) accumulate \(accumulate)")
+    }
+
+    func testProductsMatchFloat64OfTheRoundedInputs() throws {
+        try requireAMX()
+        // Shapes below, at and across the 16/32-row, 32-column, 32-deep and 128-column block edges.
+        let shapes = [(1, 1, 1), (5, 7, 3), (16, 16, 32), (32, 32, 32), (33, 47, 31), (17, 130, 65), (64, 257, 96), (70, 40, 300)]
+        var seed: UInt64 = 1
+        for form in GemmBenchmark.Form.allCases {
+            for (m, n, k) in shapes {
+                for accumulate in [false, true] {
+                    seed += 1
+                    check(form, m: m, n: n, k: k, accumulate: accumulate, seed: seed)
+                }
+            }
+        }
+    }
+
+    func testRoundingIsNearestEven() {
+        // 1 + 2⁻⁸ is halfway between BF16 neighbours 1 and 1 + 2⁻⁷: ties go to the even one (1); just above
+        // the tie rounds up; negative values mirror.
+        let x: [Float] = [1 + 0x1p-8, 1 + 0x1p-8 + 0x1p-20, 1 + 3 * 0x1p-8, -(1 + 0x1p-8 + 0x1p-20), .infinity]
+        var y = [Float](repeating: 0, count: x.count)
+        gm_bf16_round(x, &y, x.count)
+        XCTAssertEqual(y, [1, 1 + 0x1p-7, 1 + 2 * 0x1p-7, -(1 + 0x1p-7), .infinity])
+    }
+
+    func testResultDoesNotDependOnThreads() throws {
+        try requireAMX()
+        var r = Rand(s: 99)
+        let m = 96, n = 300, k = 200
+        let a = (0..<(m * k)).map { _ in r.next() }, b = (0..<(k * n)).map { _ in r.next() }
+        func run(_ threads: Int) -> [Float] {
+            let saved = Parallel.workers
+            Parallel.workers = threads
+            defer { Parallel.workers = saved }
+            var c = [Float](repeating: 0, count: m * n)
+            gemm(MatmulPrecision.bf16, true, false, m, n, k, 1 as Float, a, m, b, n, 0, &c, n)
+            return c
+        }
+        XCTAssertEqual(run(1), run(2))
+    }
+}
+
+final class MatmulModeTests: XCTestCase {
+    /// Loss and gradients of a fixture with the given stage settings, against the float64 reference.
+    func errors(_ name: String, matmul: MatmulPrecision, layerMatricesOnly: Bool = false) throws -> (loss: Double, grads: [String: Double], stage: Stage<Float>) {
+        let ref = try Fixtures.reference(name)
+        let ckpt = try Checkpoint(directory: Fixtures.dir(name))
+        let data = try TokenWindows(path: Fixtures.dir(name) + "/tokens.bin", seqLen: ref.seqLen, vocabSize: ckpt.config.vocabSize)
+        let stage: Stage<Float> = try LocalEngine.load(ckpt, seqLen: ref.seqLen, maxBatch: 1, training: true)
+        stage.matmul = matmul
+        stage.layerMatricesOnly = layerMatricesOnly
+        let result = LocalEngine.run(stage, data: data, windows: Array(0..<data.windowCount), microBatch: 1, backward: true)
+        var grads: [String: Double] = [:]
+        for spec in stage.params.specs {
+            let got = UnsafeBufferPointer(start: stage.params.grads!.pointer + spec.offset, count: spec.count)
+            grads[spec.name] = relativeError(got, ref.tensor("grad." + spec.name))
+        }
+        return (abs(result.loss - ref.loss), grads, stage)
+    }
+
+    // Tolerances for `--matmul bf16`: every linear/lm_head input is rounded to 8 significant bits (relative
+    // 2⁻⁹ = 2e-3 per rounding), and those errors pass through every layer. Measured on these fixtures: loss
+    // off by ≤ 3.5e-3, gradients by ≤ 6.4e-2 of the tensor's largest entry (qwen2_tied, a tiny random model
+    // with much cancellation). 1e-2 and 0.15 hold those with margin; a wrongly wired product (a transposed
+    // operand, a missed accumulation, a dropped block) is off by O(1).
+    func testBF16ProductsStayWithinBF16RoundingOfTheReference() throws {
+        try requireAMX()
+        for name in Fixtures.names {
+            let (loss, grads, _) = try errors(name, matmul: .bf16)
+            print("bf16 \(name): loss |diff| \(loss), worst gradient relative error \(grads.values.max()!)")
+            XCTAssertLessThan(loss, 1e-2, "\(name): loss")
+            for (tensor, err) in grads { XCTAssertLessThan(err, 0.15, "\(name): gradient of \(tensor)") }
+        }
+    }
+
+    func testLayerMatricesOnlySkipsTheRestAndChangesNothingElse() throws {
+        // What gradmap/taylor decisions compute: the layer matrices' gradients, bit-for-bit those of the full
+        // backward, and nothing else (lm_head, embedding, norms and biases stay zero).
+        for name in ["llama_linear_bias", "qwen2_tied", "llama_gqa"] {
+            let full = try errors(name, matmul: .f32).stage
+            let only = try errors(name, matmul: .f32, layerMatricesOnly: true).stage
+            var matrices = 0, others = 0
+            for spec in full.params.specs {
+                let a = Array(UnsafeBufferPointer(start: full.params.grads!.pointer + spec.offset, count: spec.count))
+                let b = Array(UnsafeBufferPointer(start: only.params.grads!.pointer + spec.offset, count: spec.count))
+                if spec.isMatrix && spec.layer != nil {
+                    XCTAssertEqual(a, b, "\(name): \(spec.name)")
+                    matrices += 1
+                } else {
+                    XCTAssertTrue(b.allSatisfy { $0 == 0 }, "\(name): \(spec.name) should be skipped")
+                    XCTAssertTrue(a.contains { $0 != 0 }, "\(name): \(spec.name) has a gradient in the full backward")
+                    others += 1
+                }
+            }
+            XCTAssertEqual(matrices, 7 * full.config.layers)
+            XCTAssertGreaterThan(others, 0)
+        }
+    }
+}
