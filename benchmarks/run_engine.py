@@ -9,9 +9,11 @@ Steps:
      of its own, so a concurrent debug build in .build is not locked) and use
      .build-bench/release/gradmap-dist.
   2. benchmarks/make_random_model.py --preset P (skipped when the model already exists).
-  3. For each micro-batch size: `gradmap-dist eval` (forward + loss) and `gradmap-dist grad-stats`
-     (forward + backward of the mean loss), each run --runs times on the first --windows windows of
-     T tokens; the best (lowest) `seconds` counts. Those seconds are compute only (no loading).
+  3. For each micro-batch size, each run --runs times on the first --windows windows of T tokens (the best,
+     lowest `seconds` counts; compute only, no loading): `eval` (forward + loss), `grad-stats` (forward +
+     backward of the mean loss, every gradient), `grad-stats --layer-matrices-only` (the decision step of
+     gradmap/taylor: only the decoder layers' weight-matrix gradients), and with --matmul bf16 (default
+     when the CPU has AMX) `eval --matmul bf16` and the decision step with `--matmul bf16`.
   4. `gradmap-dist bench-gemm` (before, between and after the engine runs; per shape the best rate counts,
      as the engine's best run does) at the model's matmul shapes, M x N x K with M = rows:
      linears [N, q_dim, H], [N, kv_dim, H], [N, H, q_dim], [N, I, H], [N, H, I], [N, V, H] for
@@ -28,8 +30,10 @@ Steps:
        ref = sum(flops_i) / sum(flops_i / gflops_i)   (FLOP-weighted harmonic mean)
      with lm_head at the per-window [T, V, H] rate and attention at the [T, T, hd] / [T, hd, T] rates.
   6. Unless --no-torch: PyTorch (float32, CPU, torch.set_num_threads(threads of the engine), default
-     attention implementation) on the same windows and micro-batches: no_grad forward with the loss, and
-     forward + backward; best of --runs. The loss is printed next to the engine's as a sanity check.
+     attention implementation) on the same windows and micro-batches: no_grad forward with the loss,
+     forward + loss.backward() of every parameter, and the same with only the layers' weight matrices
+     requiring grad (the decision step's work); with bf16, eval and that decision step again under
+     torch.autocast("cpu", dtype=torch.bfloat16). Best of --runs. Losses are printed next to the engine's.
 
 Prints markdown tables and writes JSON (default .cache/bench/engine.json for 100m,
 .cache/bench/engine-<preset>.json otherwise).
@@ -152,7 +156,12 @@ def gemm_shapes(cfg, b, t):
             (t, v, h), (t, t, hd), (t, hd, t)]
 
 
-def torch_times(model_dir, tokens, t, windows, micro_batch, runs, threads):
+def torch_times(model_dir, tokens, t, windows, micro_batch, runs, threads, bf16=False):
+    """PyTorch on the same windows: eval (no_grad forward + loss), grad (loss.backward() of every parameter,
+    the issue's reference) and grad_layers (only the decoder layers' weight matrices require grad: exactly
+    what one gradmap decision computes). With bf16, the same under torch.autocast("cpu", torch.bfloat16)
+    (oneDNN's AMX kernels on CPUs that have them): PyTorch's own mixed precision, against --matmul bf16."""
+    import contextlib
     import numpy as np
     import torch
     from transformers import AutoModelForCausalLM
@@ -162,32 +171,42 @@ def torch_times(model_dir, tokens, t, windows, micro_batch, runs, threads):
     model.eval()
     ids = torch.from_numpy(np.fromfile(tokens, dtype="<u4")[: windows * t].astype(np.int64)).view(windows, t)
     batches = [ids[s : s + micro_batch] for s in range(0, windows, micro_batch)]
+    cast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
 
     def eval_pass():
         total = 0.0
-        with torch.no_grad():
+        with torch.no_grad(), cast():
             for x in batches:
-                total += model(input_ids=x, labels=x).loss.item() * x.shape[0]
+                total += model(input_ids=x, labels=x).loss.float().item() * x.shape[0]
         return total / windows
 
-    def grad_pass():
-        for p in model.parameters():
+    def require(layers_only):
+        for name, p in model.named_parameters():
             p.grad = None
+            p.requires_grad_(not layers_only or (".layers." in name and p.dim() == 2))
+
+    def grad_pass():
         total = 0.0
         for x in batches:
-            loss = model(input_ids=x, labels=x).loss
+            with cast():
+                loss = model(input_ids=x, labels=x).loss.float()
             (loss * (x.shape[0] / windows)).backward()
             total += loss.item() * x.shape[0]
         return total / windows
 
-    out = {"attn_implementation": getattr(model.config, "_attn_implementation", None)}
-    for name, fn in (("eval", eval_pass), ("grad", grad_pass)):
+    passes = [("eval", lambda: None, eval_pass), ("grad_layers", lambda: require(True), grad_pass)]
+    if not bf16:
+        passes.insert(1, ("grad", lambda: require(False), grad_pass))
+    out = {"attn_implementation": getattr(model.config, "_attn_implementation", None), "bf16_autocast": bf16}
+    for name, setup, fn in passes:
+        setup()
         best, loss = float("inf"), None
         for _ in range(runs):
             start = time.perf_counter()
             loss = fn()
             best = min(best, time.perf_counter() - start)
         out[name] = {"seconds": best, "loss": loss}
+    require(False)
     return out
 
 
@@ -208,6 +227,31 @@ def torch_gemm(shapes, threads, seconds):
     return out
 
 
+# Engine passes: (key in a row, command arguments, FLOPs key, PyTorch pass it is the same work as).
+PASSES = [
+    ("eval", ["eval"], "forward", ("fp32", "eval")),
+    ("grad-stats", ["grad-stats"], "forward_backward", ("fp32", "grad")),
+    ("decision", ["grad-stats", "--layer-matrices-only"], "decision", ("fp32", "grad_layers")),
+    ("eval-bf16", ["eval", "--matmul", "bf16"], "forward", ("bf16", "eval")),
+    ("decision-bf16", ["grad-stats", "--layer-matrices-only", "--matmul", "bf16"], "decision", ("bf16", "grad_layers")),
+]
+LABELS = {
+    "eval": "forward (eval)", "grad-stats": "forward+backward, all gradients (grad-stats)",
+    "decision": "decision step: layer-matrix gradients", "eval-bf16": "forward, --matmul bf16",
+    "decision-bf16": "decision step, --matmul bf16",
+}
+
+
+def decision_flops(cfg, windows, t, fwd):
+    """A gradmap decision: forward + backward minus the products it skips (lm_head's dW, and dL/dh below the
+    first layer, i.e. the q/k/v input products of layer 0)."""
+    h, v = cfg["hidden_size"], cfg["vocab_size"]
+    nh, nkv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    hd = cfg.get("head_dim") or h // nh
+    n = windows * t
+    return 3 * fwd - 2 * n * v * h - 2 * n * h * (nh * hd + 2 * nkv * hd)
+
+
 def derive(results):
     """FLOPs, GFLOP/s and the sgemm reference of every engine row (from the raw seconds and rates)."""
     cfg, windows, t = results["config"], results["windows"], results["seq_len"]
@@ -216,35 +260,54 @@ def derive(results):
         terms = flop_terms(cfg, windows, row["micro_batch"], t)
         fwd = sum(f for _, _, f in terms)
         ref = fwd / sum(f / rate[k] for _, k, f in terms)  # the same for forward+backward: every term doubles
-        row["flops"] = {"forward": fwd, "forward_backward": 3 * fwd, "terms": {name: f for name, _, f in terms}}
+        row["flops"] = {"forward": fwd, "forward_backward": 3 * fwd, "decision": decision_flops(cfg, windows, t, fwd),
+                        "terms": {name: f for name, _, f in terms}}
         row["sgemm_ref_gflops"] = ref
-        for cmd, flops in (("eval", fwd), ("grad-stats", 3 * fwd)):
+        for cmd, _, fkey, _ in PASSES:
+            if cmd not in row:
+                continue
+            flops = row["flops"][fkey]
             m = row[cmd]
             m["tokens_per_s"] = windows * t / m["seconds"]
             m["gflops"] = flops / m["seconds"] / 1e9
             m["fraction_of_sgemm"] = m["gflops"] / ref
 
 
+def torch_row(results, mb, precision):
+    for r in results["torch"]:
+        if r["micro_batch"] == mb and ("bf16" if r.get("bf16_autocast") else "fp32") == precision:
+            return r
+    return None
+
+
 def print_tables(results, out_path):
     m, windows, t = results["machine"], results["windows"], results["seq_len"]
     print(f"\n{results['preset']}: {windows} windows x {t} tokens, best of {results['runs']}; {m['cpu']}, "
           f"{m['cores']} cores, OpenBLAS {m['blas_core']} x {m['blas_threads']} threads\n")
-    torch_by_mb = {r["micro_batch"]: r for r in results["torch"]}
-    print("| micro-batch | pass | seconds | tokens/s | model GFLOP | GFLOP/s | sgemm ref GFLOP/s | % of sgemm "
-          "| PyTorch s | engine / PyTorch time |")
+    print("Same work: each engine pass against the PyTorch pass computing the same quantities (grad-stats: "
+          "loss.backward() of every parameter; decision: only the layers' weight matrices require grad; "
+          "bf16: torch.autocast bf16). Last column: against PyTorch float32 loss.backward() of everything.\n")
+    print("| micro-batch | pass | seconds | tokens/s | model GFLOP | GFLOP/s | % of sgemm "
+          "| PyTorch same work s | engine / PyTorch (same work) | engine / PyTorch fp32 full backward |")
     print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for row in results["engine"]:
         mb = row["micro_batch"]
-        for cmd, key, flops in (("eval", "eval", row["flops"]["forward"]),
-                                ("grad-stats", "grad", row["flops"]["forward_backward"])):
+        fp32 = torch_row(results, mb, "fp32")
+        for cmd, _, fkey, (tprec, tkey) in PASSES:
+            if cmd not in row:
+                continue
             e = row[cmd]
-            tr = torch_by_mb.get(mb)
-            ts = f"{tr[key]['seconds']:.3f}" if tr else "-"
-            ratio = f"{e['seconds'] / tr[key]['seconds']:.2f}" if tr else "-"
-            label = "forward (eval)" if cmd == "eval" else "forward+backward (grad-stats)"
-            print(f"| {mb} | {label} | {e['seconds']:.3f} | {e['tokens_per_s']:.0f} | {flops / 1e9:.4g} "
-                  f"| {e['gflops']:.3g} | {row['sgemm_ref_gflops']:.1f} | {100 * e['fraction_of_sgemm']:.0f}% "
-                  f"| {ts} | {ratio} |")
+            tr = torch_row(results, mb, tprec)
+            same = tr[tkey]["seconds"] if tr and tkey in tr else None
+            ts = f"{same:.3f}" if same else "-"
+            ratio = f"{e['seconds'] / same:.2f}" if same else "-"
+            full = fp32["grad"]["seconds"] if fp32 and "grad" in fp32 and fkey != "forward" else (
+                fp32["eval"]["seconds"] if fp32 else None)
+            vs_full = f"{e['seconds'] / full:.2f}" if full else "-"
+            frac = f"{100 * e['fraction_of_sgemm']:.0f}%" if "bf16" not in cmd else f"({100 * e['fraction_of_sgemm']:.0f}%)"
+            print(f"| {mb} | {LABELS[cmd]} | {e['seconds']:.3f} | {e['tokens_per_s']:.0f} | {row['flops'][fkey] / 1e9:.4g} "
+                  f"| {e['gflops']:.3g} | {frac} | {ts} | {ratio} | {vs_full} |")
+    print("\n(For bf16 passes the % is against the FP32 sgemm rate: above 100% means faster than FP32 BLAS could be.)")
     torch_mm = {(s["m"], s["n"], s["k"]): s["gflops"] for s in results.get("torch_gemm") or []}
     print("\n| sgemm M×N×K (C = A·Bᵀ) | OpenBLAS GFLOP/s (engine) | PyTorch matmul GFLOP/s |")
     print("|---|---:|---:|")
@@ -254,10 +317,12 @@ def print_tables(results, out_path):
     if results["torch"]:
         print("\nloss check (engine vs PyTorch, same windows):")
         for row in results["engine"]:
-            tr = torch_by_mb[row["micro_batch"]]
-            print(f"  micro-batch {row['micro_batch']}: eval {row['eval']['loss']:.6f} vs {tr['eval']['loss']:.6f}, "
-                  f"grad-stats {row['grad-stats']['loss']:.6f} vs {tr['grad']['loss']:.6f} "
-                  f"(torch attention: {tr['attn_implementation']})")
+            mb = row["micro_batch"]
+            for cmd, _, _, (tprec, tkey) in PASSES:
+                tr = torch_row(results, mb, tprec)
+                if cmd in row and tr and tkey in tr:
+                    print(f"  micro-batch {mb} {cmd}: {row[cmd]['loss']:.6f} vs PyTorch {tprec} {tkey} {tr[tkey]['loss']:.6f}")
+        print(f"  (torch attention: {results['torch'][0]['attn_implementation']})")
     busy = {k: v for k, v in results.get("other_cpu_busy", {}).items() if v is not None}
     if busy:
         print("\nCPU busy with other work while this script slept 1 s: "
@@ -278,6 +343,8 @@ def main():
     ap.add_argument("--runs", type=int, default=3, help="runs per measurement; the best counts")
     ap.add_argument("--gemm-seconds", type=float)
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
+    ap.add_argument("--matmul", default="f32,bf16",
+                    help="engine precisions to run: f32 and/or bf16 (bf16 needs AMX; dropped with a note without)")
     ap.add_argument("--out", help="JSON results file")
     ap.add_argument("--report", metavar="JSON", help="only recompute and print the tables of an earlier run")
     args = ap.parse_args()
@@ -303,6 +370,11 @@ def main():
         log("building: swift build -c release --scratch-path .build-bench")
         subprocess.run(["swift", "build", "-c", "release", "--scratch-path", ".build-bench"], cwd=REPO, check=True)
         binary = os.path.join(REPO, ".build-bench", "release", "gradmap-dist")
+
+    matmuls = args.matmul.split(",")
+    if "bf16" in matmuls and "amx_bf16" not in open("/proc/cpuinfo").read():
+        log("note: no AMX-BF16 on this CPU; --matmul bf16 rows skipped")
+        matmuls = [x for x in matmuls if x != "bf16"]
 
     model_dir = args.model or os.path.join(REPO, ".cache", "models", f"llama-{args.preset}")
     if args.preset == "smollm2" and not args.model:
@@ -346,12 +418,13 @@ def main():
 
     # Engine runs.
     base = ["--model", model_dir, "--tokens", tokens, "--seq-len", str(t), "--max-windows", str(windows), "--json"]
+    passes = [p for p in PASSES if "bf16" not in p[0] or "bf16" in matmuls]
     for mb in mbs:
         row = {"micro_batch": mb}
-        for cmd in ("eval", "grad-stats"):
+        for cmd, argv, _, _ in passes:
             secs, loss = [], None
             for r in range(args.runs):
-                out = run_json([binary, cmd, *base, "--micro-batch", str(mb)])
+                out = run_json([binary, *argv, *base, "--micro-batch", str(mb)])
                 secs.append(out["seconds"])
                 loss = out["loss"]
                 log(f"engine {cmd} micro-batch {mb} run {r + 1}: {out['seconds']:.3f} s")
@@ -380,9 +453,10 @@ def main():
         results["other_cpu_busy"]["before_torch"] = cpu_busy()
         for mb in mbs:
             log(f"pytorch micro-batch {mb}")
-            r = torch_times(model_dir, tokens, t, windows, mb, args.runs, gemm["blas_threads"])
-            r["micro_batch"] = mb
-            results["torch"].append(r)
+            for bf16 in ([False, True] if "bf16" in matmuls else [False]):
+                r = torch_times(model_dir, tokens, t, windows, mb, args.runs, gemm["blas_threads"], bf16=bf16)
+                r["micro_batch"] = mb
+                results["torch"].append(r)
         results["torch_gemm"] = torch_gemm(shapes, gemm["blas_threads"], gemm_seconds)
     results["other_cpu_busy"]["after"] = cpu_busy()
 

@@ -24,6 +24,9 @@ struct BenchGemmCommand: ParsableCommand {
     var json = false
 
     func validate() throws {
+        if matmul == .wgradBF16 {
+            throw ValidationError("--matmul: f32 or bf16 (one product has one precision)")
+        }
         if matmul == .bf16 && !MatmulPrecision.bf16Available {
             throw ValidationError("--matmul bf16: this CPU (or kernel) offers no AMX-BF16 tiles; use --matmul f32")
         }

@@ -61,12 +61,12 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .long, help: "store: keep each layer's internals for the backward; recompute: keep only layer inputs and rerun each layer's forward in the backward (about 1/3 more compute, far less memory).")
     var activations: ActivationPolicy = .store
 
-    @Option(name: .long, help: "f32: every product in FP32 (cblas_sgemm); bf16: the linear and lm_head products take BF16-rounded inputs and accumulate in FP32 on Intel AMX (attention, norms, loss stay FP32), several times faster on CPUs with AMX.")
+    @Option(name: .long, help: "f32: every product in FP32 (cblas_sgemm); bf16: the linear and lm_head products take BF16-rounded inputs and accumulate in FP32 on Intel AMX (attention, norms, loss stay FP32); wgrad-bf16: only the weight-gradient products dL/dW do, the forward and activation gradients stay FP32. Needs a CPU with AMX-BF16.")
     var matmul: MatmulPrecision = .f32
 
     func validate() throws {
-        if matmul == .bf16 && !MatmulPrecision.bf16Available {
-            throw ValidationError("--matmul bf16: this CPU (or kernel) offers no AMX-BF16 tiles; use --matmul f32")
+        if matmul != .f32 && !MatmulPrecision.bf16Available {
+            throw ValidationError("--matmul \(matmul.rawValue): this CPU (or kernel) offers no AMX-BF16 tiles; use --matmul f32")
         }
     }
 

@@ -13,7 +13,7 @@ func linearForward<F: Real>(
         for r in 0..<n { (out + r * outDim).update(from: bias, count: outDim) }
         beta = 1
     }
-    gemm(precision, false, true, n, outDim, inDim, 1, inp, inDim, weight, inDim, beta, out, outDim)
+    gemm(precision.activations, false, true, n, outDim, inDim, 1, inp, inDim, weight, inDim, beta, out, outDim)
 }
 
 /// dinp[N, I] (= or +=) dout[N, O] · weight[O, I];  dweight[O, I] += doutᵀ · inp;  dbias[O] += Σ_n dout[n]
@@ -24,10 +24,10 @@ func linearBackward<F: Real>(
     n: Int, inDim: Int, outDim: Int, accumulateInput: Bool, precision: MatmulPrecision = .f32
 ) {
     if let dinp {
-        gemm(precision, false, false, n, inDim, outDim, 1, dout, outDim, weight, inDim, accumulateInput ? 1 : 0, dinp, inDim)
+        gemm(precision.activations, false, false, n, inDim, outDim, 1, dout, outDim, weight, inDim, accumulateInput ? 1 : 0, dinp, inDim)
     }
     if let dweight {
-        gemm(precision, true, false, outDim, inDim, n, 1, dout, outDim, inp, inDim, 1, dweight, inDim)
+        gemm(precision.weightGradients, true, false, outDim, inDim, n, 1, dout, outDim, inp, inDim, 1, dweight, inDim)
     }
     if let dbias {
         for r in 0..<n {

@@ -1,11 +1,19 @@
-// Which arithmetic the weight-matrix products use. `f32` is cblas_sgemm, bit-for-bit what the PyTorch
-// float32 reference computes up to summation order. `bf16` rounds both inputs of every linear and lm_head
-// product (forward, dL/dX and dL/dW) to BF16 and accumulates in FP32 on Intel AMX, as PyTorch's bf16
-// autocast does on the same CPUs; attention, norms, softmax, the loss and every sum stay FP32.
+// Which arithmetic the weight-matrix products use. `f32` is cblas_sgemm, what the PyTorch float32 reference
+// computes up to summation order. `bf16` rounds both inputs of every linear and lm_head product (forward,
+// dL/dX and dL/dW) to BF16 and accumulates in FP32 on Intel AMX, as PyTorch's bf16 autocast does on the
+// same CPUs. `wgrad-bf16` does so only for the weight-gradient products dL/dW = δᵀ·X, which feed nothing but
+// the metrics' sums: the forward and every activation gradient stay exactly as in `f32`. Attention, norms,
+// softmax, the loss and every sum stay FP32 in all modes.
 import CKernels
 
 public enum MatmulPrecision: String, CaseIterable, Sendable {
     case f32, bf16
+    case wgradBF16 = "wgrad-bf16"
+
+    /// The arithmetic of forward and dL/dX products.
+    public var activations: MatmulPrecision { self == .bf16 ? .bf16 : .f32 }
+    /// The arithmetic of dL/dW products.
+    public var weightGradients: MatmulPrecision { self == .f32 ? .f32 : .bf16 }
 
     /// Whether this machine can run `bf16` (AMX-BF16 present and granted to the process by the kernel).
     public static var bf16Available: Bool { BF16Matmul.available }

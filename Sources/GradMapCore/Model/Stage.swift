@@ -288,15 +288,15 @@ public final class Stage<F: Real>: @unchecked Sendable {
         for w in 0..<b {
             let x = hs.lnf.pointer + w * t * h
             let logits = hs.logits.pointer
-            gemm(matmul, false, true, t, v, h, 1, x, h, outW, h, 0, logits, v)
+            gemm(matmul.activations, false, true, t, v, h, 1, x, h, outW, h, 0, logits, v)
             onLogits?(w, logits)
             nll += crossEntropy(logits, ids: ids + w * t, t: t, v: v, gradScale: gradScale, rowLoss: hs.rowLoss.pointer)
             if gradScale != nil {
-                gemm(matmul, false, false, t, h, v, 1, logits, v, outW, h, 0, hs.dlnf.pointer + w * t * h, h)
+                gemm(matmul.activations, false, false, t, h, v, 1, logits, v, outW, h, 0, hs.dlnf.pointer + w * t * h, h)
             }
             if gradScale != nil && computeWeightGradients && !layerMatricesOnly {
                 let gOut = c.tieEmbeddings ? params.grad("model.embed_tokens.weight") : params.grad("lm_head.weight")
-                gemm(matmul, true, false, v, h, t, 1, logits, v, x, h, 1, gOut, h)
+                gemm(matmul.weightGradients, true, false, v, h, t, 1, logits, v, x, h, 1, gOut, h)
             }
         }
         if gradScale != nil {
