@@ -13,7 +13,8 @@ Steps:
      lowest `seconds` counts; compute only, no loading): `eval` (forward + loss), `grad-stats` (forward +
      backward of the mean loss, every gradient), `grad-stats --layer-matrices-only` (the decision step of
      gradmap/taylor: only the decoder layers' weight-matrix gradients), and with --matmul bf16 (default
-     when the CPU has AMX) `eval --matmul bf16` and the decision step with `--matmul bf16`.
+     when the CPU has AMX) the decision step with `--matmul wgrad-bf16` and `--matmul bf16`, and
+     `eval --matmul bf16`.
   4. `gradmap-dist bench-gemm` (before, between and after the engine runs; per shape the best rate counts,
      as the engine's best run does) at the model's matmul shapes, M x N x K with M = rows:
      linears [N, q_dim, H], [N, kv_dim, H], [N, H, q_dim], [N, I, H], [N, H, I], [N, V, H] for
@@ -232,12 +233,15 @@ PASSES = [
     ("eval", ["eval"], "forward", ("fp32", "eval")),
     ("grad-stats", ["grad-stats"], "forward_backward", ("fp32", "grad")),
     ("decision", ["grad-stats", "--layer-matrices-only"], "decision", ("fp32", "grad_layers")),
+    ("decision-wgrad-bf16", ["grad-stats", "--layer-matrices-only", "--matmul", "wgrad-bf16"], "decision",
+     ("fp32", "grad_layers")),
     ("eval-bf16", ["eval", "--matmul", "bf16"], "forward", ("bf16", "eval")),
     ("decision-bf16", ["grad-stats", "--layer-matrices-only", "--matmul", "bf16"], "decision", ("bf16", "grad_layers")),
 ]
 LABELS = {
     "eval": "forward (eval)", "grad-stats": "forward+backward, all gradients (grad-stats)",
-    "decision": "decision step: layer-matrix gradients", "eval-bf16": "forward, --matmul bf16",
+    "decision": "decision step: layer-matrix gradients", "decision-wgrad-bf16": "decision step, --matmul wgrad-bf16",
+    "eval-bf16": "forward, --matmul bf16",
     "decision-bf16": "decision step, --matmul bf16",
 }
 

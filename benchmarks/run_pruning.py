@@ -40,6 +40,9 @@ def main():
     ap.add_argument("--model", help="model folder with tokens.bin (default SmolLM2-135M and the calibration text)")
     ap.add_argument("--metrics", default=",".join(METRICS), help="metrics for the one-decision table")
     ap.add_argument("--weights", default="f32")
+    ap.add_argument("--matmul", default="f32",
+                    help="comma-separated --matmul modes (f32, wgrad-bf16, bf16): the whole-pruning comparison runs "
+                         "gradmap and sleb once per mode, both with the same mode; the one-decision table uses the first")
     ap.add_argument("--binary", default=os.path.join(ROOT, ".build", "release", "gradmap-dist"))
     ap.add_argument("--out", default=os.path.join(ROOT, ".cache", "bench", "pruning.json"))
     a = ap.parse_args()
@@ -59,7 +62,9 @@ def main():
     a.remove = a.remove or layers // 4
     common = ["--model", model, "--tokens", calib, "--seq-len", str(a.seq_len), "--calib-windows", str(a.calib_windows),
               "--weights", a.weights]
-    res = {"np": a.np, "calib_windows": a.calib_windows, "seq_len": a.seq_len, "score": {}, "prune": {}}
+    modes = a.matmul.split(",")
+    res = {"np": a.np, "calib_windows": a.calib_windows, "seq_len": a.seq_len, "score": {}, "prune": {},
+           "matmul": modes, "by_matmul": {}}
     tokens = a.calib_windows * a.seq_len
     print(f"## One decision per metric ({name}, {a.calib_windows} × {a.seq_len} calibration tokens, {a.np} rank(s))\n")
     print("| metric | seconds per decision | what it runs |")
@@ -68,21 +73,28 @@ def main():
             "gate": "forward + backward (no weight gradients)", "bi": "forward", "angular": "forward",
             "sleb": f"forward sweep over {layers - 2} candidates (shared prefixes)", "random": "nothing"}
     for m in a.metrics.split(","):
-        o, wall = gm(a, ["score"] + common + ["--metric", m])
+        o, wall = gm(a, ["score"] + common + ["--metric", m, "--matmul", modes[0]])
         res["score"][m] = o["seconds"]
         print(f"| {m} | {o['seconds']:.1f} | {what[m]} |")
     print(f"\n## Whole pruning, K = {a.remove} of {layers} layers, no compensation\n")
-    print("| metric | scoring seconds | removed layers | calibration loss after |")
-    print("|---|---|---|---|")
+    print("| --matmul | metric | scoring seconds | removed layers | calibration loss after | sleb / gradmap time |")
+    print("|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
-        for m in ("gradmap", "sleb"):
-            o, wall = gm(a, ["prune"] + common + ["--metric", m, "--remove", str(a.remove), "--no-compensate",
-                                                  "--out", os.path.join(tmp, m), "--json"])
-            res["prune"][m] = {"scoring": o["seconds"]["scoring"], "removed": o["removed"], "loss": o["calib_loss"]["pruned"]}
-            print(f"| {m} | {o['seconds']['scoring']:.0f} | {' '.join(map(str, o['removed']))} | {o['calib_loss']['pruned']:.4f} |")
-    ratio = res["prune"]["sleb"]["scoring"] / res["prune"]["gradmap"]["scoring"]
-    res["sleb_over_gradmap"] = ratio
-    print(f"\nsleb / gradmap pruning time: {ratio:.2f}×")
+        for mode in modes:
+            runs = {}
+            for m in ("gradmap", "sleb"):
+                o, wall = gm(a, ["prune"] + common + ["--metric", m, "--remove", str(a.remove), "--no-compensate",
+                                                      "--matmul", mode, "--out", os.path.join(tmp, f"{m}-{mode}"), "--json"])
+                runs[m] = {"scoring": o["seconds"]["scoring"], "removed": o["removed"], "loss": o["calib_loss"]["pruned"]}
+            ratio = runs["sleb"]["scoring"] / runs["gradmap"]["scoring"]
+            res["by_matmul"][mode] = dict(runs, sleb_over_gradmap=ratio)
+            for m, r in runs.items():
+                print(f"| {mode} | {m} | {r['scoring']:.0f} | {' '.join(map(str, r['removed']))} | {r['loss']:.4f} "
+                      f"| {f'{ratio:.2f}×' if m == 'sleb' else ''} |")
+    res["prune"] = {m: res["by_matmul"][modes[0]][m] for m in ("gradmap", "sleb")}
+    res["sleb_over_gradmap"] = res["by_matmul"][modes[0]]["sleb_over_gradmap"]
+    for mode in modes:
+        print(f"\nsleb / gradmap pruning time, --matmul {mode}: {res['by_matmul'][mode]['sleb_over_gradmap']:.2f}×")
     os.makedirs(os.path.dirname(a.out), exist_ok=True)
     json.dump(res, open(a.out, "w"), indent=1)
 

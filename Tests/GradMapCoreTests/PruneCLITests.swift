@@ -111,6 +111,41 @@ final class PruneCLITests: XCTestCase {
         }
     }
 
+    /// --matmul bf16 / wgrad-bf16 change the arithmetic of the products, not how it is split: every rank runs
+    /// whole products of its own layers, so decisions, scores and losses are the same for 1 rank, 2 stages and
+    /// 2 replicas (up to the replicas' sum order, 1e-5 as above); wgrad-bf16 leaves the losses of f32 as they are.
+    func testBF16MatmulDecisionsAreTheSameForAnyNumberOfRanks() throws {
+        try requireAMX()
+        let model = try makeModel(layers: 8, seed: 23)
+        var f32Loss: Double? = nil
+        for matmul in ["f32", "wgrad-bf16", "bf16"] {
+            var reference: [String: Any]? = nil
+            for (np, stages) in [(1, 1), (2, 2), (2, 1)] {
+                let out = temporaryDirectory("mm") + "/p"
+                let r = try prune(model, out, ["--remove", "2", "--metric", "gradmap", "--stages", "\(stages)",
+                                               "--compensate-at", "shift", "--micro-batch", "2", "--matmul", matmul], np: np)
+                XCTAssertEqual(r.status, 0, "\(matmul) np=\(np): \(r.stderr)")
+                let o = try json(r)
+                let loss = ((o["calib_loss"] as! [String: Any])["original"] as! NSNumber).doubleValue
+                if matmul == "f32" && np == 1 { f32Loss = loss }
+                if matmul == "wgrad-bf16" && np == 1 { XCTAssertEqual(loss, f32Loss!, "wgrad-bf16 keeps the f32 forward") }
+                if matmul == "bf16" && np == 1 {
+                    XCTAssertNotEqual(loss, f32Loss!, "bf16 rounds the forward's inputs")
+                    XCTAssertEqual(loss, f32Loss!, accuracy: 1e-2, "bf16 within BF16 rounding of f32")
+                }
+                guard let ref = reference else { reference = o; continue }
+                XCTAssertEqual(o["removed"] as! [Int], ref["removed"] as! [Int], "\(matmul) np=\(np)")
+                let sc = (o["scores"] as! [[Any]]).flatMap { $0 }.compactMap { ($0 as? NSNumber)?.doubleValue }
+                let rs = (ref["scores"] as! [[Any]]).flatMap { $0 }.compactMap { ($0 as? NSNumber)?.doubleValue }
+                XCTAssertEqual(sc.count, rs.count)
+                for (x, y) in zip(sc, rs) { XCTAssertEqual(x, y, accuracy: 1e-5 * max(abs(y), 1e-3), "\(matmul) np=\(np) scores") }
+                let l = (o["calib_loss"] as! [String: Any])["pruned"] as! NSNumber
+                let rl = (ref["calib_loss"] as! [String: Any])["pruned"] as! NSNumber
+                XCTAssertEqual(l.doubleValue, rl.doubleValue, accuracy: 1e-5, "\(matmul) np=\(np)")
+            }
+        }
+    }
+
     /// --weights bf16 widens each layer from the BF16 bits when it runs. On a BF16 checkpoint that widening is
     /// exact, so every number and the written files must be identical to --weights f32, for 1 and 2 ranks,
     /// through the taylor metric (reads W), the compensation fold (writes down_proj) and the writer.

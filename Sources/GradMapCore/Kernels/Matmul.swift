@@ -5,6 +5,7 @@
 // the metrics' sums: the forward and every activation gradient stay exactly as in `f32`. Attention, norms,
 // softmax, the loss and every sum stay FP32 in all modes.
 import CKernels
+import Foundation
 
 public enum MatmulPrecision: String, CaseIterable, Sendable {
     case f32, bf16
@@ -22,6 +23,24 @@ public enum MatmulPrecision: String, CaseIterable, Sendable {
 enum BF16Matmul {
     static let available: Bool = gm_amx_available() != 0
 
+    /// Products run one at a time per process (from the rank's main thread; only their inner blocks are
+    /// spread over threads), so one scratch area serves them all; the lock keeps that true if they ever do not.
+    final class Scratch: @unchecked Sendable {
+        let lock = NSLock()
+        private var base: UnsafeMutablePointer<UInt16>? = nil
+        private var capacity = 0
+        func reserve(_ count: Int) -> UnsafeMutablePointer<UInt16> {
+            if count > capacity {
+                base?.deallocate()
+                capacity = max(count, capacity * 5 / 4)
+                base = UnsafeMutableRawPointer.allocate(byteCount: capacity * 2, alignment: 64)
+                    .bindMemory(to: UInt16.self, capacity: capacity)
+            }
+            return base!
+        }
+    }
+    static let area = Scratch()
+
     /// C[m, n] (= or +=) op(A)·op(B), row-major, products of BF16-rounded inputs summed in FP32. Blocks of
     /// C are spread over Parallel.workers; each element's sum runs in the same order whatever the split.
     static func gemm(
@@ -36,19 +55,19 @@ enum BF16Matmul {
             return
         }
         let packedCount = gm_bf16_packed_a_count(Int32(m), Int32(k))
-        let packed = UnsafeMutableRawPointer.allocate(byteCount: packedCount * 2, alignment: 64)
-            .bindMemory(to: UInt16.self, capacity: packedCount)
-        defer { packed.deallocate() }
+        let blocks = (n + Int(GM_BF16_BLOCK_COLS) - 1) / Int(GM_BF16_BLOCK_COLS)
+        let scratchCount = gm_bf16_block_scratch_count(Int32(k))
+        let workers = max(1, min(Parallel.workers, blocks))
+        // One grow-only buffer for packed A and the workers' B panels: a fresh allocation per product would be
+        // fresh pages to fault in and zero every time (8 % of a SmolLM2 step when measured).
+        area.lock.lock()
+        defer { area.lock.unlock() }
+        let buffer = area.reserve(packedCount + workers * scratchCount)
+        let packed = buffer, scratch = buffer + packedCount
         let rowBlocks = 2 * ((m + 31) / 32)
         Parallel.chunks(rowBlocks, size: 8) { _, r in
             gm_bf16_pack_a(transA ? 1 : 0, Int32(m), Int32(k), a, Int32(lda), packed, Int32(r.lowerBound), Int32(r.upperBound))
         }
-        let blocks = (n + Int(GM_BF16_BLOCK_COLS) - 1) / Int(GM_BF16_BLOCK_COLS)
-        let scratchCount = gm_bf16_block_scratch_count(Int32(k))
-        let workers = max(1, min(Parallel.workers, blocks))
-        let scratch = UnsafeMutableRawPointer.allocate(byteCount: workers * scratchCount * 2, alignment: 64)
-            .bindMemory(to: UInt16.self, capacity: workers * scratchCount)
-        defer { scratch.deallocate() }
         Parallel.items(blocks, maxWorkers: workers) { w, block in
             gm_bf16_gemm_block(
                 packed, Int32(m), Int32(n), Int32(k), transB ? 1 : 0, b, Int32(ldb), c, Int32(ldc),
