@@ -89,6 +89,7 @@ def main():
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--windows", type=int, help="token windows (default: the preset's)")
     ap.add_argument("--seq-len", type=int, help="tokens per window (default: the preset's)")
+    ap.add_argument("--layers", type=int, help="decoder layers (default: the preset's)")
     ap.add_argument("--force", action="store_true", help="rebuild even when the output exists")
     args = ap.parse_args()
 
@@ -97,6 +98,8 @@ def main():
     windows = args.windows or preset["windows"]
     seq_len = args.seq_len or preset["seq_len"]
     cfg = dict(COMMON, **preset["config"])
+    if args.layers:
+        cfg["num_hidden_layers"] = args.layers
     counts = param_counts(cfg)
     meta = {"preset": args.preset, "seed": args.seed, "windows": windows, "seq_len": seq_len,
             "config": cfg, "params": counts}

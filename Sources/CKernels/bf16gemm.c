@@ -78,12 +78,29 @@ TGT static inline __m512i interleave_halves(__m512i v) {
     return _mm512_permutexvar_epi16(idx, v);
 }
 
-// dst[r·16 + p] = src[p·16 + r] for 16×16 dwords.
-TGT static inline void transpose16(const uint32_t *src, uint32_t *dst) {
-    const __m512i base = _mm512_set_epi32(240, 224, 208, 192, 176, 160, 144, 128, 112, 96, 80, 64, 48, 32, 16, 0);
-    for (int r = 0; r < 16; r++) {
-        __m512i v = _mm512_i32gather_epi32(_mm512_add_epi32(base, _mm512_set1_epi32(r)), (const int *)src, 4);
-        _mm512_storeu_si512((void *)(dst + r * 16), v);
+// Transposes 16×16 dwords held in r[0..15] (row i in r[i]) in registers: unpack 32- and 64-bit pairs, then
+// swap 128-bit lanes twice.
+TGT static inline void transpose16(__m512i r[16]) {
+    __m512i t[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[4 * i + 0] = _mm512_unpacklo_epi64(t[4 * i + 0], t[4 * i + 2]);
+        r[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i + 0], t[4 * i + 2]);
+        r[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+        r[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+    }
+    for (int i = 0; i < 2; i++) {
+        for (int j = 0; j < 4; j++) {
+            t[8 * i + j] = _mm512_shuffle_i32x4(r[8 * i + j], r[8 * i + 4 + j], 0x88);
+            t[8 * i + 4 + j] = _mm512_shuffle_i32x4(r[8 * i + j], r[8 * i + 4 + j], 0xdd);
+        }
+    }
+    for (int j = 0; j < 8; j++) {
+        r[j] = _mm512_shuffle_i32x4(t[j], t[8 + j], 0x88);
+        r[8 + j] = _mm512_shuffle_i32x4(t[j], t[8 + j], 0xdd);
     }
 }
 
@@ -93,18 +110,16 @@ TGT static inline void transpose16(const uint32_t *src, uint32_t *dst) {
 // reading the panel rows as pairs of depth.
 TGT static void tile_from_pairs_of_rows(
     const float *M, int ld, int o0, int oCount, int i0, int iCount, uint16_t *dst, int transposeOut) {
-    __attribute__((aligned(64))) uint32_t tmp[256];
+    __m512i v[16];
     __mmask16 im = span_mask(iCount - i0);
     for (int p = 0; p < 16; p++) {
         int o = o0 + 2 * p;
         const float *r0 = o < oCount ? M + (size_t)o * ld + i0 : M;
         const float *r1 = o + 1 < oCount ? M + (size_t)(o + 1) * ld + i0 : M;
-        __m512i v = cvt_pair(r0, o < oCount ? im : 0, r1, o + 1 < oCount ? im : 0);
-        v = interleave_halves(v);
-        if (transposeOut) _mm512_store_si512((void *)(tmp + p * 16), v);
-        else _mm512_storeu_si512((void *)((uint32_t *)dst + p * 16), v);
+        v[p] = interleave_halves(cvt_pair(r0, o < oCount ? im : 0, r1, o + 1 < oCount ? im : 0));
     }
-    if (transposeOut) transpose16(tmp, (uint32_t *)dst);
+    if (transposeOut) transpose16(v);
+    for (int p = 0; p < 16; p++) _mm512_storeu_si512((void *)((uint32_t *)dst + p * 16), v[p]);
 }
 
 // One tile from a matrix M stored [outer][ld] whose tile rows run along `outer`: tile row r = 32 consecutive
@@ -112,17 +127,16 @@ TGT static void tile_from_pairs_of_rows(
 // dword (p, c) = (M[o0 + c][i0 + 2p], M[o0 + c][i0 + 2p + 1]) (B transposed).
 TGT static void tile_from_rows(
     const float *M, int ld, int o0, int oCount, int i0, int iCount, uint16_t *dst, int transposeOut) {
-    __attribute__((aligned(64))) uint32_t tmp[256];
+    __m512i v[16];
     __mmask16 m0 = span_mask(iCount - i0), m1 = span_mask(iCount - i0 - 16);
     for (int r = 0; r < 16; r++) {
         int o = o0 + r;
-        __m512i v = o < oCount
+        v[r] = o < oCount
             ? cvt_pair(M + (size_t)o * ld + i0, m0, M + (size_t)o * ld + i0 + 16, m1)
             : _mm512_setzero_si512();
-        if (transposeOut) _mm512_store_si512((void *)(tmp + r * 16), v);
-        else _mm512_storeu_si512((void *)((uint32_t *)dst + r * 16), v);
     }
-    if (transposeOut) transpose16(tmp, (uint32_t *)dst);
+    if (transposeOut) transpose16(v);
+    for (int r = 0; r < 16; r++) _mm512_storeu_si512((void *)((uint32_t *)dst + r * 16), v[r]);
 }
 
 TGT static void pack_a_avx(int transA, int m, int k, const float *A, int lda, uint16_t *packed, int rb0, int rb1) {
