@@ -26,6 +26,21 @@ final class CLITests: XCTestCase {
         }
     }
 
+    func testMatmulBF16IsRefusedWithoutAMX() throws {
+        // A CPU without AMX (GRADMAP_NO_AMX=1 stands in for one): one line naming the flag, exit 2, and the
+        // f32 default still runs.
+        let d = Fixtures.dir("llama_gqa")
+        let args = ["eval", "--model", d, "--tokens", d + "/tokens.bin", "--seq-len", "16", "--json"]
+        for mode in ["bf16", "wgrad-bf16"] {
+            let r = try runProcess(binaryPath, args + ["--matmul", mode], env: ["GRADMAP_NO_AMX": "1"])
+            XCTAssertEqual(r.status, 2, r.stderr)
+            XCTAssertTrue(r.stderr.contains("--matmul \(mode)") && r.stderr.contains("AMX"), r.stderr)
+            XCTAssertEqual(r.stderr.split(separator: "\n").count, 1, r.stderr)
+            XCTAssertTrue(r.stdout.isEmpty)
+        }
+        XCTAssertEqual(try runProcess(binaryPath, args, env: ["GRADMAP_NO_AMX": "1"]).status, 0)
+    }
+
     func testEvalMaxWindowsAndTail() throws {
         // 2 windows of 16 = 32 tokens; at T = 10 that is 3 windows and a dropped tail of 2.
         let d = Fixtures.dir("llama_gqa")
