@@ -201,6 +201,17 @@ public final class Pipeline<F: Real & MPIScalar>: @unchecked Sendable {
     /// each hold part of the embedding's gradient and exchange them so both hold the sum.
     func reduceGradients() throws {
         let grads = stage.params.grads!
+        // Activation-gradient metrics leave every weight gradient zero: nothing to reduce.
+        guard stage.computeWeightGradients else { return }
+        if stage.layerMatricesOnly {
+            // Only the decoder layers' tensors (contiguous in the layout) carry gradients; the tied
+            // embedding has none to exchange.
+            let layers = stage.params.specs.filter { $0.layer != nil }
+            if let first = layers.first, let last = layers.last {
+                try peers.allReduceSum(grads.pointer + first.offset, count: last.offset + last.count - first.offset)
+            }
+            return
+        }
         try peers.allReduceSum(grads.pointer, count: grads.count)
         let c = stage.config
         guard c.tieEmbeddings, placement.stages > 1, me.stage == 0 || me.stage == placement.stages - 1 else { return }
