@@ -145,7 +145,7 @@ TGT static void tile_from_rows(
     for (int r = 0; r < 16; r++) _mm512_storeu_si512((void *)((uint32_t *)dst + r * 16), v[r]);
 }
 
-TGT static void pack_a_avx(int transA, int m, int k, const float *A, int lda, uint16_t *packed, int rb0, int rb1) {
+TGT void gm_bf16_pack_a(int transA, int m, int k, const float *A, int lda, uint16_t *packed, int rb0, int rb1) {
     int kc = kchunks(k);
     for (int rb = rb0; rb < rb1; rb++) {
         for (int c = 0; c < kc; c++) {
@@ -154,10 +154,6 @@ TGT static void pack_a_avx(int transA, int m, int k, const float *A, int lda, ui
             else tile_from_pairs_of_rows(A, lda, c * 32, k, rb * 16, m, dst, 1);
         }
     }
-}
-
-void gm_bf16_pack_a(int transA, int m, int k, const float *A, int lda, uint16_t *packed, int rb0, int rb1) {
-    pack_a_avx(transA, m, k, A, lda, packed, rb0, rb1);
 }
 
 // The 32-column panel starting at column n0 of op(B), all depth chunks: tile (c, t) at (c·2 + t)·512.
@@ -240,7 +236,7 @@ TGT static void block32(
     }
 }
 
-TGT static void gemm_block_amx(
+TGT void gm_bf16_gemm_block(
     const uint16_t *packedA, int m, int n, int k, int transB, const float *B, int ldb, float *C, int ldc,
     int accumulate, int block, uint16_t *scratch) {
     int kc = kchunks(k);
@@ -258,12 +254,6 @@ TGT static void gemm_block_amx(
             block32(a0, a1, scratch + p * panelSize, kc, C, ldc, rb * 32, col0 + p * 32, m, n, accumulate);
     }
     _tile_release();
-}
-
-void gm_bf16_gemm_block(
-    const uint16_t *packedA, int m, int n, int k, int transB, const float *B, int ldb, float *C, int ldc,
-    int accumulate, int block, uint16_t *scratch) {
-    gemm_block_amx(packedA, m, n, k, transB, B, ldb, C, ldc, accumulate, block, scratch);
 }
 
 #else

@@ -27,9 +27,7 @@ struct BenchGemmCommand: ParsableCommand {
         if matmul == .wgradBF16 {
             throw ValidationError("--matmul: f32 or bf16 (one product has one precision)")
         }
-        if matmul == .bf16 && !MatmulPrecision.bf16Available {
-            throw ValidationError("--matmul bf16: this CPU (or kernel) offers no AMX-BF16 tiles; use --matmul f32")
-        }
+        try checkMatmulAvailable(matmul)
         for f in forms.split(separator: ",") where GemmBenchmark.Form(rawValue: String(f)) == nil {
             throw ValidationError("--forms: '\(f)' is not one of nt, nn, tn")
         }
@@ -37,23 +35,26 @@ struct BenchGemmCommand: ParsableCommand {
 
     func run() throws {
         var results: [JSONValue] = []
-        let formList = forms.split(separator: ",").map { GemmBenchmark.Form(rawValue: String($0))! }
-        for form in formList {
-        for item in shapes.split(separator: ",") {
+        let shapeList = try shapes.split(separator: ",").map { item in
             let dims = item.split(separator: "x").compactMap { Int($0) }
             guard dims.count == 3, dims.allSatisfy({ $0 > 0 }) else {
                 throw GradMapError.badInput("--shapes: '\(item)' is not MxNxK with positive integers")
             }
-            let r = GemmBenchmark.measure(
-                m: dims[0], n: dims[1], k: dims[2], minSeconds: seconds, form: form, precision: matmul)
-            results.append(.object([
-                ("m", .int(dims[0])), ("n", .int(dims[1])), ("k", .int(dims[2])), ("form", .string(form.rawValue)),
-                ("matmul", .string(matmul.rawValue)), ("gflops", .double(r.gflops)), ("calls", .int(r.calls)),
-            ]))
-            if !json {
-                print(String(format: "%@ %@ %@  %.1f GFLOP/s  (%d calls)", matmul.rawValue, form.rawValue, String(item), r.gflops, r.calls))
-            }
+            return (String(item), dims)
         }
+        let formList = forms.split(separator: ",").map { GemmBenchmark.Form(rawValue: String($0))! }
+        for form in formList {
+            for (item, dims) in shapeList {
+                let r = GemmBenchmark.measure(
+                    m: dims[0], n: dims[1], k: dims[2], minSeconds: seconds, form: form, precision: matmul)
+                results.append(.object([
+                    ("m", .int(dims[0])), ("n", .int(dims[1])), ("k", .int(dims[2])), ("form", .string(form.rawValue)),
+                    ("matmul", .string(matmul.rawValue)), ("gflops", .double(r.gflops)), ("calls", .int(r.calls)),
+                ]))
+                if !json {
+                    print(String(format: "%@ %@ %@  %.1f GFLOP/s  (%d calls)", matmul.rawValue, form.rawValue, item, r.gflops, r.calls))
+                }
+            }
         }
         if json {
             print(JSONValue.object([

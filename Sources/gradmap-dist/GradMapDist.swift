@@ -64,11 +64,7 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .long, help: "f32: every product in FP32 (cblas_sgemm); bf16: the linear and lm_head products take BF16-rounded inputs and accumulate in FP32 on Intel AMX (attention, norms, loss stay FP32); wgrad-bf16: only the weight-gradient products dL/dW do, the forward and activation gradients stay FP32. Needs a CPU with AMX-BF16.")
     var matmul: MatmulPrecision = .f32
 
-    func validate() throws {
-        if matmul != .f32 && !MatmulPrecision.bf16Available {
-            throw ValidationError("--matmul \(matmul.rawValue): this CPU (or kernel) offers no AMX-BF16 tiles; use --matmul f32")
-        }
-    }
+    func validate() throws { try checkMatmulAvailable(matmul) }
 
     func checkpoint() throws -> Checkpoint { try Checkpoint(directory: model) }
 }
@@ -119,6 +115,13 @@ extension WeightFormat: ExpressibleByArgument {}
 extension Balance: ExpressibleByArgument {}
 extension ActivationPolicy: ExpressibleByArgument {}
 extension MatmulPrecision: ExpressibleByArgument {}
+
+/// `--matmul` other than f32 needs AMX-BF16: one line naming the flag otherwise (exit 2).
+func checkMatmulAvailable(_ matmul: MatmulPrecision) throws {
+    if matmul != .f32 && !MatmulPrecision.bf16Available {
+        throw ValidationError("--matmul \(matmul.rawValue): this CPU (or kernel) offers no AMX-BF16 tiles; use --matmul f32")
+    }
+}
 
 func elapsed(since start: DispatchTime) -> Double {
     Double(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1e9

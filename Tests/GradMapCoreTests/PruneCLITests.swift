@@ -86,6 +86,26 @@ final class PruneCLITests: XCTestCase {
         }
     }
 
+    /// Two `prune --json` objects took the same decisions: removed layers, every score (1e-5 relative: the
+    /// replicas' sum order) and the named calibration losses (1e-5).
+    func assertSameDecisions(
+        _ o: [String: Any], _ ref: [String: Any], losses: [String], _ label: String,
+        file: StaticString = #filePath, line: UInt = #line
+    ) {
+        XCTAssertEqual(o["removed"] as! [Int], ref["removed"] as! [Int], label, file: file, line: line)
+        let s = (o["scores"] as! [[Any]]).flatMap { $0 }.compactMap { ($0 as? NSNumber)?.doubleValue }
+        let rs = (ref["scores"] as! [[Any]]).flatMap { $0 }.compactMap { ($0 as? NSNumber)?.doubleValue }
+        XCTAssertEqual(s.count, rs.count, label, file: file, line: line)
+        for (x, y) in zip(s, rs) {
+            XCTAssertEqual(x, y, accuracy: 1e-5 * max(abs(y), 1e-3), "\(label) scores", file: file, line: line)
+        }
+        let l = o["calib_loss"] as! [String: Any], rl = ref["calib_loss"] as! [String: Any]
+        for key in losses {
+            XCTAssertEqual((l[key] as! NSNumber).doubleValue, (rl[key] as! NSNumber).doubleValue, accuracy: 1e-5,
+                           "\(label) \(key)", file: file, line: line)
+        }
+    }
+
     func testDecisionsAreTheSameForAnyNumberOfRanks() throws {
         let model = try makeModel(layers: 8, seed: 21)
         for (metric, more) in [("gradmap", ["--verify-top", "3"]), ("fisher", []), ("bi", []), ("sleb", [])] {
@@ -97,15 +117,7 @@ final class PruneCLITests: XCTestCase {
                 XCTAssertEqual(r.status, 0, "\(metric) np=\(np): \(r.stderr)")
                 let o = try json(r)
                 guard let ref = reference else { reference = o; continue }
-                XCTAssertEqual(o["removed"] as! [Int], ref["removed"] as! [Int], "\(metric) np=\(np)")
-                let s = (o["scores"] as! [[Any]]).flatMap { $0 }.compactMap { ($0 as? NSNumber)?.doubleValue }
-                let rs = (ref["scores"] as! [[Any]]).flatMap { $0 }.compactMap { ($0 as? NSNumber)?.doubleValue }
-                XCTAssertEqual(s.count, rs.count)
-                for (x, y) in zip(s, rs) { XCTAssertEqual(x, y, accuracy: 1e-5 * max(abs(y), 1e-3), "\(metric) np=\(np) scores") }
-                let l = o["calib_loss"] as! [String: Any], rl = ref["calib_loss"] as! [String: Any]
-                for key in ["original", "pruned"] {
-                    XCTAssertEqual((l[key] as! NSNumber).doubleValue, (rl[key] as! NSNumber).doubleValue, accuracy: 1e-5, "\(metric) np=\(np) \(key)")
-                }
+                assertSameDecisions(o, ref, losses: ["original", "pruned"], "\(metric) np=\(np)")
                 XCTAssertEqual((o["compensation"] as? [String: Any])?["layer"] as? Int, (ref["compensation"] as? [String: Any])?["layer"] as? Int)
             }
         }
@@ -134,14 +146,7 @@ final class PruneCLITests: XCTestCase {
                     XCTAssertEqual(loss, f32Loss!, accuracy: 1e-2, "bf16 within BF16 rounding of f32")
                 }
                 guard let ref = reference else { reference = o; continue }
-                XCTAssertEqual(o["removed"] as! [Int], ref["removed"] as! [Int], "\(matmul) np=\(np)")
-                let sc = (o["scores"] as! [[Any]]).flatMap { $0 }.compactMap { ($0 as? NSNumber)?.doubleValue }
-                let rs = (ref["scores"] as! [[Any]]).flatMap { $0 }.compactMap { ($0 as? NSNumber)?.doubleValue }
-                XCTAssertEqual(sc.count, rs.count)
-                for (x, y) in zip(sc, rs) { XCTAssertEqual(x, y, accuracy: 1e-5 * max(abs(y), 1e-3), "\(matmul) np=\(np) scores") }
-                let l = (o["calib_loss"] as! [String: Any])["pruned"] as! NSNumber
-                let rl = (ref["calib_loss"] as! [String: Any])["pruned"] as! NSNumber
-                XCTAssertEqual(l.doubleValue, rl.doubleValue, accuracy: 1e-5, "\(matmul) np=\(np)")
+                assertSameDecisions(o, ref, losses: ["pruned"], "\(matmul) np=\(np)")
             }
         }
     }

@@ -19,6 +19,8 @@ public final class Stage<F: Real>: @unchecked Sendable {
     /// products for lm_head, the embedding, norms and biases are skipped, and so is dL/dh below the first
     /// layer on the first stage. What the weight-gradient metrics read; the rest of `grads` stays zero.
     public var layerMatricesOnly = false
+    /// Whether the backward produces every parameter's gradient (norms, biases, embedding, lm_head too).
+    var allWeightGradients: Bool { computeWeightGradients && !layerMatricesOnly }
     /// Arithmetic of the linear and lm_head products (attention and everything else stay FP32).
     public var matmul: MatmulPrecision = .f32
     /// Called between layers (forward and backward) so the pipeline can drive its pending transfers.
@@ -107,7 +109,7 @@ public final class Stage<F: Real>: @unchecked Sendable {
 
     /// dE += scatter of dresidual (dL/dh_0).
     public func embedBackward(ids: UnsafePointer<UInt32>, b: Int) {
-        guard computeWeightGradients && !layerMatricesOnly else { return }
+        guard allWeightGradients else { return }
         embeddingBackward(params.grad("model.embed_tokens.weight"), dresidual.pointer, ids, n: b * seqLen, h: config.hidden)
     }
 
@@ -208,10 +210,9 @@ public final class Stage<F: Real>: @unchecked Sendable {
         let w = params.layerWeights(l)
         let g = params.layerGrads(l)
         let keep = computeWeightGradients
-        let all = keep && !layerMatricesOnly
         // Weight-gradient destinations, or nil to skip those products: G for the matrices, N for norms/biases.
         func G(_ p: UnsafeMutablePointer<F>?) -> UnsafeMutablePointer<F>? { keep ? p : nil }
-        func N(_ p: UnsafeMutablePointer<F>?) -> UnsafeMutablePointer<F>? { all ? p : nil }
+        func N(_ p: UnsafeMutablePointer<F>?) -> UnsafeMutablePointer<F>? { allWeightGradients ? p : nil }
         // dL/dh_l of the model's first layer only feeds the embedding gradient.
         let needInputGrad = !(keep && layerMatricesOnly && params.part.embedding && l == activeLayers.first)
         let s = back!
@@ -294,7 +295,7 @@ public final class Stage<F: Real>: @unchecked Sendable {
             if gradScale != nil {
                 gemm(matmul.activations, false, false, t, h, v, 1, logits, v, outW, h, 0, hs.dlnf.pointer + w * t * h, h)
             }
-            if gradScale != nil && computeWeightGradients && !layerMatricesOnly {
+            if gradScale != nil && allWeightGradients {
                 let gOut = c.tieEmbeddings ? params.grad("model.embed_tokens.weight") : params.grad("lm_head.weight")
                 gemm(matmul.weightGradients, true, false, v, h, t, 1, logits, v, x, h, 1, gOut, h)
             }
@@ -303,7 +304,7 @@ public final class Stage<F: Real>: @unchecked Sendable {
             dresidual.zero()
             rmsnormBackward(
                 dinp: dresidual.pointer,
-                dweight: computeWeightGradients && !layerMatricesOnly ? params.grad("model.norm.weight") : nil,
+                dweight: allWeightGradients ? params.grad("model.norm.weight") : nil,
                 dout: hs.dlnf.pointer,
                 inp: hL, weight: normW, rstd: hs.rstdf.pointer, n: n, c: h)
         }
