@@ -66,7 +66,7 @@ extension Pipeline {
                     nll[v] += stage.head(hidden: out.pointer + (1 + v) * n, ids: ids.pointer, b: b, gradScale: nil)
                 }
             } else {
-                sends[i % 2] = try pipe.isend(out.pointer, count: (1 + outgoing.count) * n, to: s + 1, tag: 2 * i)
+                sends[i % 2] = try pipe.isend(out.pointer, count: (1 + outgoing.count) * n, to: s + 1, tag: 2 * i, storage: out)
             }
         }
         for r in sends { try r?.wait() }

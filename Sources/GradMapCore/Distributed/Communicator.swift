@@ -117,7 +117,15 @@ public final class Communicator: @unchecked Sendable {
     public final class Request: @unchecked Sendable {
         var handles: [MPI_Request?] = []
         let what: String
-        init(_ what: String) { self.what = what }
+        /// The storage a pending send reads from (or a receive writes to), held until the transfer completes:
+        /// MPI reads a large message straight out of the sender's memory while the request is pending (vader's
+        /// single-copy CMA, or rendezvous fragments), so that memory must outlive the request, not just the
+        /// caller's last use of it.
+        var storage: AnyObject?
+        init(_ what: String, storage: AnyObject?) {
+            self.what = what
+            self.storage = storage
+        }
 
         /// Lets MPI move pending transfers along without blocking (a large message goes by rendezvous and
         /// only advances while its sender is inside MPI): returns true when all have completed.
@@ -140,12 +148,17 @@ public final class Communicator: @unchecked Sendable {
                 try Communicator.politeWait(&handles[i], what)
             }
             handles.removeAll()
+            storage = nil
         }
     }
 
-    public func isend<T: MPIScalar>(_ buf: UnsafePointer<T>, count: Int, to dest: Int, tag: Int) throws -> Request {
+    /// Non-blocking send of count elements at buf, which lie inside `storage`: the request keeps `storage`
+    /// alive until it has completed.
+    public func isend<T: MPIScalar>(
+        _ buf: UnsafePointer<T>, count: Int, to dest: Int, tag: Int, storage: AnyObject
+    ) throws -> Request {
         guard let comm else { throw GradMapError.runtime("isend on a world of size 1") }
-        let req = Request("send to rank \(dest)")
+        let req = Request("send to rank \(dest)", storage: storage)
         try chunked(count) { off, n in
             var h: MPI_Request? = nil
             try Communicator.check(MPI_Isend(buf + off, n, T.mpiType, Int32(dest), Int32(tag), comm, &h), "MPI_Isend to rank \(dest)")
@@ -156,7 +169,7 @@ public final class Communicator: @unchecked Sendable {
 
     public func irecv<T: MPIScalar>(_ buf: UnsafeMutablePointer<T>, count: Int, from src: Int, tag: Int) throws -> Request {
         guard let comm else { throw GradMapError.runtime("irecv on a world of size 1") }
-        let req = Request("receive from rank \(src)")
+        let req = Request("receive from rank \(src)", storage: nil)
         try chunked(count) { off, n in
             var h: MPI_Request? = nil
             try Communicator.check(MPI_Irecv(buf + off, n, T.mpiType, Int32(src), Int32(tag), comm, &h), "MPI_Irecv from rank \(src)")

@@ -130,7 +130,8 @@ public final class Pipeline<F: Real & MPIScalar>: @unchecked Sendable {
                     ids: ids[slot].pointer, b: b, slot: slot, gradScale: backward ? scale : nil,
                     onLogits: onLogits.map { f in { w, p in f(mine[base + w], p) } })
             } else {
-                forwardSends[slot] = try pipe.isend(stage.outputBuffer(slot: slot), count: b * t * h, to: s + 1, tag: 2 * i)
+                forwardSends[slot] = try pipe.isend(
+                    stage.outputBuffer(slot: slot), count: b * t * h, to: s + 1, tag: 2 * i, storage: stage)
                 timings.bytesSent += b * t * h * MemoryLayout<F>.size
             }
         }
@@ -145,7 +146,8 @@ public final class Pipeline<F: Real & MPIScalar>: @unchecked Sendable {
             if s == 0 {
                 stage.embedBackward(ids: ids[slot].pointer, b: b)
             } else {
-                backwardSend = try pipe.isend(stage.dresidual.pointer, count: b * t * h, to: s - 1, tag: 2 * i + 1)
+                backwardSend = try pipe.isend(
+                    stage.dresidual.pointer, count: b * t * h, to: s - 1, tag: 2 * i + 1, storage: stage.dresidual)
                 timings.bytesSent += b * t * h * MemoryLayout<F>.size
             }
         }
@@ -219,7 +221,7 @@ public final class Pipeline<F: Real & MPIScalar>: @unchecked Sendable {
         let n = c.vocabSize * c.hidden
         let other = Buffer<F>(count: n)
         let peer = me.stage == 0 ? placement.stages - 1 : 0
-        let req = try pipe.isend(g, count: n, to: peer, tag: 1 << 28)
+        let req = try pipe.isend(g, count: n, to: peer, tag: 1 << 28, storage: stage.params)
         try pipe.recv(other.pointer, count: n, from: peer, tag: 1 << 28)
         try req.wait()
         // Add in a fixed order (first stage's part + last stage's part) so both ranks hold identical sums.
