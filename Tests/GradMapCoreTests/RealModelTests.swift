@@ -12,10 +12,10 @@ final class RealModelTests: XCTestCase {
     static let gguf = assets + "/SmolLM2-135M-Instruct.Q4_1.gguf"
     static let calibText = assets + "/wiki/calib.txt"
 
+    /// Fails (an error, not a skip) when the assets are missing.
     func requireAssets() throws {
         for path in [Self.gguf, Self.calibText] where !FileManager.default.fileExists(atPath: path) {
-            XCTFail("\(path) is missing: run launch/fetch-assets (launch/test does)")
-            throw XCTSkip("assets missing")
+            throw MissingPrerequisite(description: "\(path) is missing: run launch/fetch-assets (launch/test does)")
         }
     }
 

@@ -30,7 +30,7 @@ extension Pipeline {
         defer { stage.progress = nil }
         let scratch = (Buffer<F>(count: block), Buffer<F>(count: block))
         let ids = Buffer<UInt32>(count: microBatch * t, zero: 0)
-        var nll = [Double](repeating: 0, count: cands.count)
+        var nll = WindowSums(rows: cands.count, windows: windows.count)
         for i in 0..<m {
             let lo = mine.startIndex + i * microBatch
             let list = mine[lo..<min(lo + microBatch, mine.endIndex)]
@@ -63,14 +63,15 @@ extension Pipeline {
             }
             if s == stages - 1 {
                 for v in 0..<outgoing.count {
-                    nll[v] += stage.head(hidden: out.pointer + (1 + v) * n, ids: ids.pointer, b: b, gradScale: nil)
+                    let perWindow = stage.head(hidden: out.pointer + (1 + v) * n, ids: ids.pointer, b: b, gradScale: nil)
+                    for (w, value) in perWindow.enumerated() { nll.add(value, row: v, slot: lo + w) }
                 }
             } else {
                 sends[i % 2] = try pipe.isend(out.pointer, count: (1 + outgoing.count) * n, to: s + 1, tag: 2 * i, storage: out)
             }
         }
         for r in sends { try r?.wait() }
-        let total = try world.allReduceSum(nll)
+        let total = try nll.totals(over: world)
         let predictions = Double(windows.count * (t - 1))
         let byLayer = Dictionary(uniqueKeysWithValues: zip(cands, total.map { $0 / predictions }))
         return candidates.map { byLayer[$0]! }

@@ -72,11 +72,13 @@ public final class Pipeline<F: Real & MPIScalar>: @unchecked Sendable {
         return windows[(me.replica * w / r)..<((me.replica + 1) * w / r)]
     }
 
-    /// Mean loss over all windows (on every rank). With `backward`, params.grads holds ∂loss/∂θ of this
-    /// stage, summed over replicas. `observe` is passed to each layer's backward (activation metrics).
+    /// Mean loss over all windows (on every rank), the windows' NLLs added in list order whatever the split
+    /// (WindowSums). With `backward`, params.grads holds ∂loss/∂θ of this stage, summed over replicas.
+    /// `observe` and `tap` see each micro-batch's windows (a slice of `windows`, indexed by position in it)
+    /// with each layer's backward and forward (the activation metrics).
     public func run(
         data: TokenWindows, windows: [Int], microBatch: Int, backward: Bool,
-        observe: ((Int, Int, UnsafePointer<F>, UnsafePointer<F>) -> Void)? = nil,
+        observe: ((ArraySlice<Int>, Int, Int, UnsafePointer<F>, UnsafePointer<F>) -> Void)? = nil,
         tap: ((ArraySlice<Int>, LayerTap<F>) -> Void)? = nil,
         onLogits: ((Int, UnsafePointer<F>) -> Void)? = nil
     ) throws -> LossResult {
@@ -100,7 +102,7 @@ public final class Pipeline<F: Real & MPIScalar>: @unchecked Sendable {
         defer { stage.progress = nil }
         let scale = F(1.0 / Double(windows.count * (t - 1)))
         if backward { stage.params.grads!.zero() }
-        var nll = 0.0
+        var nll = WindowSums(rows: 1, windows: windows.count)
 
         func batch(_ i: Int) -> (ArraySlice<Int>, Int) {
             let lo = mine.startIndex + i * microBatch
@@ -126,9 +128,10 @@ public final class Pipeline<F: Real & MPIScalar>: @unchecked Sendable {
             if s == stages - 1 {
                 let base = list.startIndex
                 if backward, let pending = backwardSend { try timedWait { try pending.wait() }; backwardSend = nil }
-                nll += stage.head(
+                let perWindow = stage.head(
                     ids: ids[slot].pointer, b: b, slot: slot, gradScale: backward ? scale : nil,
                     onLogits: onLogits.map { f in { w, p in f(mine[base + w], p) } })
+                for (w, value) in perWindow.enumerated() { nll.add(value, row: 0, slot: base + w) }
             } else {
                 forwardSends[slot] = try pipe.isend(
                     stage.outputBuffer(slot: slot), count: b * t * h, to: s + 1, tag: 2 * i, storage: stage)
@@ -137,12 +140,12 @@ public final class Pipeline<F: Real & MPIScalar>: @unchecked Sendable {
         }
         func backwardStep(_ i: Int) throws {
             let slot = i % slots
-            let (_, b) = batch(i)
+            let (list, b) = batch(i)
             if s < stages - 1 {
                 if let pending = backwardSend { try timedWait { try pending.wait() }; backwardSend = nil }
                 try timedWait { try pipe.recv(stage.dresidual.pointer, count: b * t * h, from: s + 1, tag: 2 * i + 1) }
             }
-            stage.backwardLayers(b: b, slot: slot, observe: observe)
+            stage.backwardLayers(b: b, slot: slot, observe: observe.map { f in { f(list, $0, $1, $2, $3) } })
             if s == 0 {
                 stage.embedBackward(ids: ids[slot].pointer, b: b)
             } else {
@@ -172,8 +175,8 @@ public final class Pipeline<F: Real & MPIScalar>: @unchecked Sendable {
             try reduceGradients()
             timings.reducing = Double(DispatchTime.now().uptimeNanoseconds - r0) / 1e9
         }
-        // Only last stages hold NLL; the world sum is the same on every rank.
-        let total = try world.allReduceSum([nll])[0]
+        // Only last stages hold NLL; the total is the same on every rank.
+        let total = try nll.totals(over: world)[0]
         return LossResult(windows: windows.count, seqLen: t, nll: total)
     }
 

@@ -264,13 +264,13 @@ public final class Stage<F: Real>: @unchecked Sendable {
     // MARK: head
 
     /// Final norm, logits and next-token NLL of the micro-batch whose last hidden state is in outputBuffer(slot).
-    /// Returns Σ NLL over the B·(T-1) predictions. With `gradScale`, also accumulates the head's gradients
+    /// Returns each window's Σ NLL over its T-1 predictions. With `gradScale`, also accumulates the head's gradients
     /// for the loss gradScale·Σ NLL and leaves dL/dh_L in dresidual. `onLogits(window, logits[T, V])` sees
     /// each window's logits before the loss is taken.
     public func head(
         ids: UnsafePointer<UInt32>, b: Int, slot: Int, gradScale: F?,
         onLogits: ((Int, UnsafePointer<F>) -> Void)? = nil
-    ) -> Double {
+    ) -> [Double] {
         head(hidden: outputs[slot].pointer, ids: ids, b: b, gradScale: gradScale, onLogits: onLogits)
     }
 
@@ -278,20 +278,20 @@ public final class Stage<F: Real>: @unchecked Sendable {
     public func head(
         hidden hL: UnsafePointer<F>, ids: UnsafePointer<UInt32>, b: Int, gradScale: F?,
         onLogits: ((Int, UnsafePointer<F>) -> Void)? = nil
-    ) -> Double {
+    ) -> [Double] {
         let c = config
         let t = seqLen, n = b * t, h = c.hidden, v = c.vocabSize
         let hs = head!
         let normW = params.value("model.norm.weight")
         let outW = c.tieEmbeddings ? params.value("model.embed_tokens.weight") : params.value("lm_head.weight")
         rmsnormForward(hs.lnf.pointer, hs.rstdf.pointer, hL, normW, n: n, c: h, eps: F(c.rmsEps))
-        var nll = 0.0
+        var nll = [Double](repeating: 0, count: b)
         for w in 0..<b {
             let x = hs.lnf.pointer + w * t * h
             let logits = hs.logits.pointer
             gemm(matmul.activations, false, true, t, v, h, 1, x, h, outW, h, 0, logits, v)
             onLogits?(w, logits)
-            nll += crossEntropy(logits, ids: ids + w * t, t: t, v: v, gradScale: gradScale, rowLoss: hs.rowLoss.pointer)
+            nll[w] = crossEntropy(logits, ids: ids + w * t, t: t, v: v, gradScale: gradScale, rowLoss: hs.rowLoss.pointer)
             if gradScale != nil {
                 gemm(matmul.activations, false, false, t, h, v, 1, logits, v, outW, h, 0, hs.dlnf.pointer + w * t * h, h)
             }

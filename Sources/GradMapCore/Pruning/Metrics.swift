@@ -41,37 +41,43 @@ extension Pruner {
             return try finish(sums) { v, c in metric == .gradmap ? (options.gradientNorm == .l2 ? v.squareRoot() / c : v / c) : v }
         case .gate, .fisher:
             pipeline.stage.computeWeightGradients = false
-            var sums = LayerSums(layers: l)
-            let h = config.hidden
+            var perWindow = WindowSums(rows: l, windows: calibration.count)
+            let h = config.hidden, t = seqLen
             _ = try pipeline.run(
                 data: data, windows: calibration, microBatch: options.microBatch, backward: true,
-                observe: { layer, rows, g, f in
-                    // g = dL/dh_{l+1}, f = f_l(h_l), both [rows, H]: Σ_t <g_t, f_t> (gate) or Σ_t <g_t, f_t>² (fisher).
-                    var acc = 0.0
-                    for t in 0..<rows {
-                        var d = 0.0
-                        let gt = g + t * h, ft = f + t * h
-                        for i in 0..<h { d += Double(gt[i]) * Double(ft[i]) }
-                        acc += metric == .gate ? d : d * d
+                observe: { list, layer, _, g, f in
+                    // g = dL/dh_{l+1}, f = f_l(h_l), both [rows, H]: Σ_t <g_t, f_t> (gate) or Σ_t <g_t, f_t>² (fisher),
+                    // one sum per window.
+                    for j in 0..<list.count {
+                        var acc = 0.0
+                        for r in (j * t)..<((j + 1) * t) {
+                            var d = 0.0
+                            let gr = g + r * h, fr = f + r * h
+                            for i in 0..<h { d += Double(gr[i]) * Double(fr[i]) }
+                            acc += metric == .gate ? d : d * d
+                        }
+                        perWindow.add(acc, row: layer, slot: list.startIndex + j)
                     }
-                    sums.values[layer] += acc
-                    sums.counts[layer] = 1
                 })
             pipeline.stage.computeWeightGradients = true
             // Removing layer l changes the loss by -∂L/∂α_l to first order.
-            return try finish(sums) { v, _ in metric == .gate ? -v : v }
+            let totals = try perWindow.totals(over: pipeline.world)
+            return (0..<l).map { i in kept.contains(i) ? (metric == .gate ? -totals[i] : totals[i]) : .nan }
         case .bi:
-            var sums = LayerSums(layers: l)
-            let h = config.hidden
+            var perWindow = WindowSums(rows: l, windows: calibration.count)
+            let h = config.hidden, t = seqLen
             _ = try pipeline.run(
                 data: data, windows: calibration, microBatch: options.microBatch, backward: false,
-                tap: { _, tap in
-                    var acc = 0.0
-                    for t in 0..<tap.rows { acc += cosine(tap.inp + t * h, tap.out + t * h, h) }
-                    sums.values[tap.layer] += acc
-                    sums.counts[tap.layer] += Double(tap.rows)
+                tap: { list, tap in
+                    for j in 0..<list.count {
+                        var acc = 0.0
+                        for r in (j * t)..<((j + 1) * t) { acc += cosine(tap.inp + r * h, tap.out + r * h, h) }
+                        perWindow.add(acc, row: tap.layer, slot: list.startIndex + j)
+                    }
                 })
-            return try finish(sums) { v, c in 1 - v / c }
+            let totals = try perWindow.totals(over: pipeline.world)
+            let tokens = Double(calibration.count * t)
+            return (0..<l).map { i in kept.contains(i) ? 1 - totals[i] / tokens : .nan }
         case .sleb:
             var scores = [Double](repeating: .nan, count: l)
             let candidates = removable()
@@ -105,8 +111,8 @@ extension Pruner {
         }
     }
 
-    /// Sums over the world (replicas' partial sums, stages' disjoint layers), then score = f(value, count)
-    /// for kept layers, NaN for removed ones.
+    /// Sums over the world (replica 0's stages hold disjoint layers, every other rank adds zeros, so the sum is
+    /// exact), then score = f(value, count) for kept layers, NaN for removed ones.
     func finish(_ sums: LayerSums, _ f: (Double, Double) -> Double) throws -> [Double] {
         let l = config.layers
         let all = try pipeline.world.allReduceSum(sums.values + sums.counts)
