@@ -37,7 +37,7 @@ extension GGUFFile {
     func tokenizerModel() throws -> String {
         guard let model = try string("tokenizer.ggml.model") else { throw bad("\(path): missing metadata tokenizer.ggml.model") }
         guard model == "gpt2" || model == "llama" else {
-            throw bad("\(path): tokenizer.ggml.model '\(model)' is not supported; expected gpt2 or llama")
+            throw bad("\(path): tokenizer.ggml.model '\(shown(model))' is not supported; expected gpt2 or llama")
         }
         return model
     }
