@@ -134,7 +134,10 @@ func loadCheckpoint(_ path: String) throws {
     let ckpt = try Checkpoint(path: path)
     let c = ckpt.config
     for spec in ParamLayout.specs(c, part: .whole(c)) {
-        var buffer = [Float](repeating: 0, count: spec.count)
+        // Sized from the file's own shape when it differs (load refuses it before writing): a config of huge
+        // widths must not make the harness allocate what the file does not hold.
+        let stored = try ckpt.source.tensorInfo(spec.name).shape
+        var buffer = [Float](repeating: 0, count: stored == spec.shape ? spec.count : 1)
         try buffer.withUnsafeMutableBufferPointer { try ckpt.load(spec.name, shape: spec.shape, into: $0.baseAddress!) }
         _ = try ckpt.source.mappedBF16(spec.name, shape: spec.shape)
     }
