@@ -2,7 +2,8 @@
 // GGUF, config.json, tokenizer.json, token files). Each mutated input is written to a file under --out and run
 // through the parser calls the CLI makes; a finding (an error that is not one-line bad input naming the file, or
 // an input slower than --time-limit) is kept under --regressions. A crash ends the process with the input still in
-// --out/current-<format>/ and its regression name in --out/current-<format>.keep (launch/fuzz keeps it); a hang is caught by a watchdog thread.
+// --out/current-<format>/<seed>/ and its regression name in --out/current-<format>.keep (launch/fuzz keeps it);
+// a hang is caught by a watchdog thread.
 //
 //   gradmap-fuzz --format safetensors|index|gguf|config|tokenizer|tokens|all [--corpus Tests/Fuzz/corpus]
 //                [--seconds 60] [--runs N] [--seed 1] [--out DIR] [--regressions Tests/Fuzz/regressions]
@@ -116,32 +117,47 @@ func shortHash(_ b: [UInt8]) -> String {
     return String(String(h, radix: 16).prefix(12))
 }
 
-/// The work folder of one format: the current input and its companions, rewritten when the seed changes.
+/// Writes a file without the fsync that Data.write does on Linux (thousands of inputs a second; a crash leaves
+/// the bytes in the page cache, which is all launch/fuzz needs).
+func writeFile(_ path: String, _ bytes: [UInt8]) throws {
+    guard let f = fopen(path, "wb") else { throw GradMapError.runtime("\(path): cannot write (\(String(cString: strerror(errno))))") }
+    defer { fclose(f) }
+    guard bytes.withUnsafeBytes({ fwrite($0.baseAddress, 1, $0.count, f) }) == bytes.count else {
+        throw GradMapError.runtime("\(path): short write")
+    }
+}
+
+/// The work folders of one format: current-<format>/<seed>/ holds the seed's companions (written once) and the
+/// current input made from that seed.
 struct WorkFolder {
-    let dir: String
+    let root: String
     let format: Format
-    private var seedName: String? = nil
+    /// The folder of the input last written.
+    private(set) var dir: String
+    private var prepared: Set<String> = []
 
     init(out: String, format: Format) throws {
-        dir = out + "/current-" + format.rawValue
+        root = out + "/current-" + format.rawValue
         self.format = format
-        try? FileManager.default.removeItem(atPath: dir)
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        dir = root
+        try? FileManager.default.removeItem(atPath: root)
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
     }
 
     var inputPath: String { dir + "/" + format.inputName }
 
     /// Where launch/fuzz finds the input and its regression name after a crash: "input<TAB>regression".
-    var crashNote: String { dir + ".keep" }
+    var crashNote: String { root + ".keep" }
 
     mutating func write(_ bytes: [UInt8], seed: Seed, keepAs: String) throws {
-        if seedName != seed.name {
-            for f in try FileManager.default.contentsOfDirectory(atPath: dir) { try FileManager.default.removeItem(atPath: dir + "/" + f) }
-            for c in seed.companions { try Data(c.bytes).write(to: URL(fileURLWithPath: dir + "/" + c.name)) }
-            seedName = seed.name
+        dir = root + "/" + seed.name
+        if !prepared.contains(seed.name) {
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            for c in seed.companions { try writeFile(dir + "/" + c.name, c.bytes) }
+            prepared.insert(seed.name)
         }
-        try Data(bytes).write(to: URL(fileURLWithPath: inputPath))
-        try Data((inputPath + "\t" + keepAs + "\n").utf8).write(to: URL(fileURLWithPath: crashNote))
+        try writeFile(inputPath, bytes)
+        try writeFile(crashNote, Array((inputPath + "\t" + keepAs + "\n").utf8))
     }
 }
 

@@ -204,7 +204,7 @@ public final class GGUFFile: @unchecked Sendable {
         var align = 32
         if let a = meta["general.alignment"] {
             guard case .u32(let n) = a, n > 0, n & (n - 1) == 0 else {
-                throw bad("\(path): metadata general.alignment must be a u32 power of two, got \(a.typeName) \(a.any)")
+                throw bad("\(path): metadata general.alignment must be a u32 power of two, got \(a.typeName) \(shown(a.any))")
             }
             align = Int(n)
         }
@@ -332,7 +332,7 @@ public final class GGUFFile: @unchecked Sendable {
 
     public func int(_ key: String) throws -> Int? {
         guard let v = metadata[key] else { return nil }
-        guard let i = v.int else { throw bad("\(path): metadata \(shown(key)) must be an integer, got \(v.typeName) \(v.any)") }
+        guard let i = v.int else { throw bad("\(path): metadata \(shown(key)) must be an integer, got \(v.typeName) \(shown(v.any))") }
         return i
     }
 

@@ -44,6 +44,7 @@ extension GGUFFile {
 
     func tokenList() throws -> (tokens: [String], types: [Int]) {
         guard let tokens = try strings("tokenizer.ggml.tokens") else { throw bad("\(path): missing metadata tokenizer.ggml.tokens") }
+        guard !tokens.isEmpty else { throw bad("\(path): metadata tokenizer.ggml.tokens is empty; expected the vocabulary") }
         let types = try ints("tokenizer.ggml.token_type") ?? [Int](repeating: TokenType.normal.rawValue, count: tokens.count)
         guard types.count == tokens.count else {
             throw bad("\(path): metadata tokenizer.ggml.token_type has \(types.count) entries; expected \(tokens.count), one per token")

@@ -23,13 +23,19 @@ func shown(_ s: String) -> String {
     return out
 }
 
-/// A parsed JSON value (or any value) on one line: strings as above, lists and objects as compact JSON.
+/// A parsed JSON value (or any value) on one line: strings as above, lists and objects as compact JSON, cut
+/// after 200 characters (a whole vocabulary is not a useful "got ...").
 func shown(_ v: Any?) -> String {
     guard let v, !(v is NSNull) else { return "null" }
-    if let s = v as? String { return shown(s) }
-    if v is [Any] || v is [String: Any],
-       let data = try? JSONSerialization.data(withJSONObject: v, options: [.fragmentsAllowed, .sortedKeys]) {
-        return shown(String(decoding: data, as: UTF8.self))
+    var text: String
+    if let s = v as? String {
+        text = s
+    } else if v is [Any] || v is [String: Any],
+              let data = try? JSONSerialization.data(withJSONObject: v, options: [.fragmentsAllowed, .sortedKeys]) {
+        text = String(decoding: data, as: UTF8.self)
+    } else {
+        text = "\(v)"
     }
-    return shown("\(v)")
+    if text.count > 200 { text = String(text.prefix(200)) + "…" }
+    return shown(text)
 }
