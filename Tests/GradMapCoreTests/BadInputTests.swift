@@ -1,6 +1,6 @@
 // Bad input: every case is a one-line error naming the file (and tensor or flag) with expected vs actual,
-// thrown as .badInput (exit code 2 from the CLI), never a crash. 78 distinct cases (one expectBadInput or
-// expect each): safetensors 24, sharded index 7, config.json 18, GGUF 12, tokenizer.json 6, token files 5,
+// thrown as .badInput (exit code 2 from the CLI), never a crash. 79 distinct cases (one expectBadInput or
+// expect each): safetensors 24, sharded index 8, config.json 18, GGUF 12, tokenizer.json 6, token files 5,
 // missing files 4, missing tensor in a single file and in a GGUF 2.
 import Foundation
 import XCTest
@@ -218,6 +218,11 @@ final class BadInputTests: XCTestCase {
         obj["weight_map"] = map
         try save(obj)
         expectBadInput(["model.safetensors.index.json", "weight_map[model.norm.weight] must be a file name"]) { try loadModel(dir) }
+        // A shard name with a newline (found by the fuzzer): refused where it is read, so no message splits.
+        map["model.norm.weight"] = "model-00003-of-00004.safet\nsors"
+        obj["weight_map"] = map
+        try save(obj)
+        expectBadInput(["model.safetensors.index.json", "must be a file name", "safet\\nsors"]) { try loadModel(dir) }
         // The index names a shard that is not there: the message names the shard and the index.
         map["model.norm.weight"] = "model-00009-of-00004.safetensors"
         obj["weight_map"] = map

@@ -105,7 +105,8 @@ public final class SafeTensorsFolder: TensorSource, @unchecked Sendable {
             else { throw bad("\(index): expected a JSON object with a weight_map") }
             var m: [String: String] = [:]
             for (k, v) in map {
-                guard let f = v as? String, !f.isEmpty, !f.contains("/") else {
+                // A plain name (no folder, no control characters: it becomes part of a path in messages).
+                guard let f = v as? String, !f.isEmpty, !f.contains("/"), shown(f) == f else {
                     throw bad("\(index): weight_map[\(shown(k))] must be a file name in the folder, got \(shown(v))")
                 }
                 m[k] = f
