@@ -161,6 +161,7 @@ struct WorkFolder {
     }
 }
 
+/// Counts of a run: inputs, how they fared, and the seconds spent inside the parsers (the inputs/s printed).
 struct Tally {
     var inputs = 0, ok = 0, badInput = 0, findings = 0
     var seconds = 0.0
