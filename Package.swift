@@ -28,6 +28,8 @@ let package = Package(
         .executableTarget(
             name: "gradmap-dist",
             dependencies: ["GradMapCore", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+        // The parsers' fuzz harness: a seeded mutation loop over every input format (launch/fuzz runs it).
+        .executableTarget(name: "gradmap-fuzz", dependencies: ["GradMapCore"]),
         .testTarget(name: "GradMapCoreTests", dependencies: ["GradMapCore"]),
     ],
     swiftLanguageModes: [.v6]

@@ -14,6 +14,8 @@ public protocol TensorSource: AnyObject, Sendable {
     /// The tensor's BF16 bits in place (memory-mapped), when it is stored as BF16 and 2-byte aligned; else nil.
     /// `owner` keeps the mapping alive.
     func mappedBF16(_ name: String, shape: [Int]) throws -> (bits: UnsafePointer<UInt16>, owner: AnyObject)?
+    /// The file a listed tensor name comes from (for messages about it).
+    func file(holding name: String) -> String
 }
 
 extension TensorSource {
@@ -68,7 +70,7 @@ public final class Checkpoint: @unchecked Sendable {
     public func checkNoUnexpectedTensors() throws {
         let unexpected = unexpectedTensors(expected: ParamLayout.allNames(config))
         if let first = unexpected.first {
-            throw bad("\(path): unexpected tensor \(first) (\(unexpected.count) not used by a \(config.modelType) model of this config)")
+            throw bad("\(source.file(holding: first)): unexpected tensor \(shown(first)) (\(unexpected.count) not used by a \(config.modelType) model of this config)")
         }
     }
 
@@ -86,6 +88,8 @@ public final class SafeTensorsFolder: TensorSource, @unchecked Sendable {
     public let directory: String
     /// tensor name → shard file name (relative to the directory)
     public let weightMap: [String: String]
+    /// The index file when the folder is sharded, nil for a single model.safetensors.
+    public let indexPath: String?
     private var openFiles: [String: SafeTensorsFile] = [:]
     private let lock = NSLock()
 
@@ -94,17 +98,22 @@ public final class SafeTensorsFolder: TensorSource, @unchecked Sendable {
         let single = directory + "/model.safetensors"
         let index = directory + "/model.safetensors.index.json"
         if FileManager.default.fileExists(atPath: index) {
+            indexPath = index
             guard let data = FileManager.default.contents(atPath: index),
                 let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
                 let map = obj["weight_map"] as? [String: Any]
             else { throw bad("\(index): expected a JSON object with a weight_map") }
             var m: [String: String] = [:]
             for (k, v) in map {
-                guard let f = v as? String, !f.contains("/") else { throw bad("\(index): weight_map[\(k)] must be a file name") }
+                // A plain name (no folder, no control characters: it becomes part of a path in messages).
+                guard let f = v as? String, !f.isEmpty, !f.contains("/"), shown(f) == f else {
+                    throw bad("\(index): weight_map[\(shown(k))] must be a file name in the folder, got \(shown(v))")
+                }
                 m[k] = f
             }
             weightMap = m
         } else if FileManager.default.fileExists(atPath: single) {
+            indexPath = nil
             let file = try SafeTensorsFile(path: single)
             openFiles["model.safetensors"] = file
             weightMap = Dictionary(uniqueKeysWithValues: file.tensors.keys.map { ($0, "model.safetensors") })
@@ -115,22 +124,34 @@ public final class SafeTensorsFolder: TensorSource, @unchecked Sendable {
 
     public var tensorNames: [String] { Array(weightMap.keys) }
 
-    func file(_ name: String) throws -> SafeTensorsFile {
+    /// The index lists the names of a sharded folder, so it is the file a name comes from.
+    public func file(holding name: String) -> String { indexPath ?? directory + "/model.safetensors" }
+
+    /// A shard, opened on first use; a shard that does not open is blamed on the index that names it too.
+    func file(_ name: String, for tensor: String) throws -> SafeTensorsFile {
         lock.lock()
         defer { lock.unlock() }
         if let f = openFiles[name] { return f }
-        let f = try SafeTensorsFile(path: directory + "/" + name)
-        openFiles[name] = f
-        return f
+        do {
+            let f = try SafeTensorsFile(path: directory + "/" + name)
+            openFiles[name] = f
+            return f
+        } catch GradMapError.badInput(let m) where indexPath != nil {
+            throw bad("\(m) (the shard model.safetensors.index.json names for tensor \(tensor))")
+        }
     }
 
+    /// A missing tensor names the file(s) searched: model.safetensors, or the index (when its weight_map lacks
+    /// the tensor) or the shard it names together with the index.
     public func info(_ name: String) throws -> (SafeTensorsFile, TensorInfo) {
         guard let fileName = weightMap[name] else {
-            throw bad("\(directory): missing tensor \(name)")
+            guard let indexPath else { throw bad("\(directory)/model.safetensors: missing tensor \(shown(name))") }
+            let shards = Set(weightMap.values).count
+            throw bad("\(indexPath): missing tensor \(shown(name)) (not in its weight_map, which lists \(weightMap.count) tensors in \(shards) shards)")
         }
-        let f = try file(fileName)
+        let f = try file(fileName, for: name)
         guard let info = f.tensors[name] else {
-            throw bad("\(f.path): missing tensor \(name) (listed in model.safetensors.index.json)")
+            throw bad("\(f.path): missing tensor \(shown(name)) (listed for it in model.safetensors.index.json)")
         }
         return (f, info)
     }
@@ -143,10 +164,10 @@ public final class SafeTensorsFolder: TensorSource, @unchecked Sendable {
     public func load<F: Real>(_ name: String, shape: [Int], into dst: UnsafeMutablePointer<F>) throws {
         let (f, info) = try info(name)
         guard info.shape == shape else {
-            throw bad("\(f.path): tensor \(name) has wrong shape; expected \(shape), got \(info.shape)")
+            throw bad("\(f.path): tensor \(shown(name)) has wrong shape; expected \(shape), got \(info.shape)")
         }
         guard info.dtype.isFloat else {
-            throw bad("\(f.path): tensor \(name) has dtype \(info.dtype.rawValue); expected F32, F16 or BF16")
+            throw bad("\(f.path): tensor \(shown(name)) has dtype \(info.dtype.rawValue); expected F32, F16 or BF16")
         }
         widen(f.data(info), dtype: info.dtype, count: info.count, into: dst)
         f.release(info)
@@ -155,7 +176,7 @@ public final class SafeTensorsFolder: TensorSource, @unchecked Sendable {
     public func mappedBF16(_ name: String, shape: [Int]) throws -> (bits: UnsafePointer<UInt16>, owner: AnyObject)? {
         let (f, info) = try info(name)
         guard info.shape == shape else {
-            throw bad("\(f.path): tensor \(name) has wrong shape; expected \(shape), got \(info.shape)")
+            throw bad("\(f.path): tensor \(shown(name)) has wrong shape; expected \(shape), got \(info.shape)")
         }
         let data = f.data(info)
         guard info.dtype == .bf16, Int(bitPattern: data) % 2 == 0 else { return nil }

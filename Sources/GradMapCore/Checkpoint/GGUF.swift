@@ -194,7 +194,7 @@ public final class GGUFFile: @unchecked Sendable {
             let key = try c.string("metadata key \(i)")
             let type = try c.load(UInt32.self, "the type of metadata \(key)")
             let value = try GGUFFile.readValue(&c, type: type, key: key, depth: 0)
-            guard meta[key] == nil else { throw bad("\(path): duplicate metadata key \(key)") }
+            guard meta[key] == nil else { throw bad("\(path): duplicate metadata key \(shown(key))") }
             keys.append(key)
             meta[key] = value
         }
@@ -204,7 +204,7 @@ public final class GGUFFile: @unchecked Sendable {
         var align = 32
         if let a = meta["general.alignment"] {
             guard case .u32(let n) = a, n > 0, n & (n - 1) == 0 else {
-                throw bad("\(path): metadata general.alignment must be a u32 power of two, got \(a.typeName) \(a.any)")
+                throw bad("\(path): metadata general.alignment must be a u32 power of two, got \(a.typeName) \(shown(a.any))")
             }
             align = Int(n)
         }
@@ -217,35 +217,35 @@ public final class GGUFFile: @unchecked Sendable {
         var byName: [String: GGUFTensorInfo] = [:]
         for i in 0..<Int(tensorCount) {
             let name = try c.string("the name of tensor info \(i)")
-            let nDims = try c.load(UInt32.self, "tensor \(name) n_dims")
+            let nDims = try c.load(UInt32.self, "tensor \(shown(name)) n_dims")
             guard (1...4).contains(nDims) else {
-                throw bad("\(path): tensor \(name): n_dims \(nDims); expected 1 to 4")
+                throw bad("\(path): tensor \(shown(name)): n_dims \(nDims); expected 1 to 4")
             }
             var dims: [Int] = []
             var count = 1
             for d in 0..<Int(nDims) {
-                let n = try c.load(UInt64.self, "tensor \(name) dims[\(d)]")
+                let n = try c.load(UInt64.self, "tensor \(shown(name)) dims[\(d)]")
                 let (product, overflow) = count.multipliedReportingOverflow(by: Int(truncatingIfNeeded: n))
                 guard n <= UInt64(Int.max), !overflow else {
-                    throw bad("\(path): tensor \(name): dims[\(d)] = \(n) is too large")
+                    throw bad("\(path): tensor \(shown(name)): dims[\(d)] = \(n) is too large")
                 }
                 dims.append(Int(n))
                 count = product
             }
-            let typeID = try c.load(UInt32.self, "tensor \(name) type")
+            let typeID = try c.load(UInt32.self, "tensor \(shown(name)) type")
             guard let type = GGMLType.all[typeID] else {
-                throw bad("\(path): tensor \(name): unknown ggml type \(typeID)")
+                throw bad("\(path): tensor \(shown(name)): unknown ggml type \(typeID)")
             }
             guard dims[0] % type.blockSize == 0 else {
-                throw bad("\(path): tensor \(name): \(type.name) rows need a multiple of \(type.blockSize) elements; dims \(dims) have rows of \(dims[0])")
+                throw bad("\(path): tensor \(shown(name)): \(type.name) rows need a multiple of \(type.blockSize) elements; dims \(dims) have rows of \(dims[0])")
             }
-            let offset = try c.load(UInt64.self, "tensor \(name) offset")
+            let offset = try c.load(UInt64.self, "tensor \(shown(name)) offset")
             guard offset % UInt64(align) == 0 else {
-                throw bad("\(path): tensor \(name): offset \(offset) is not a multiple of the alignment \(align)")
+                throw bad("\(path): tensor \(shown(name)): offset \(offset) is not a multiple of the alignment \(align)")
             }
-            guard byName[name] == nil else { throw bad("\(path): duplicate tensor \(name)") }
+            guard byName[name] == nil else { throw bad("\(path): duplicate tensor \(shown(name))") }
             let (byteCount, tooLarge) = (count / type.blockSize).multipliedReportingOverflow(by: type.blockBytes)
-            guard !tooLarge else { throw bad("\(path): tensor \(name): \(type.name) dims \(dims) are too large") }
+            guard !tooLarge else { throw bad("\(path): tensor \(shown(name)): \(type.name) dims \(dims) are too large") }
             // Offsets past the file fail the range check below; the clamp only keeps the sums in range.
             let info = GGUFTensorInfo(
                 name: name, dims: dims, type: type, offset: Int(min(offset, UInt64(Int.max / 2))), byteCount: byteCount)
@@ -258,13 +258,13 @@ public final class GGUFFile: @unchecked Sendable {
         }
         let dataBytes = mapped.size - dataStart
         for t in list where t.offset > dataBytes || t.byteCount > dataBytes - t.offset {
-            throw bad("\(path): tensor \(t.name): data [\(t.offset), \(t.offset + t.byteCount)) out of range: data section has \(dataBytes) bytes (\(t.type.name) dims \(t.dims))")
+            throw bad("\(path): tensor \(shown(t.name)): data [\(t.offset), \(t.offset + t.byteCount)) out of range: data section has \(dataBytes) bytes (\(t.type.name) dims \(t.dims))")
         }
         var end = 0
         var previous = ""
         for t in list.sorted(by: { ($0.offset, $0.byteCount) < ($1.offset, $1.byteCount) }) {
             guard t.offset >= end else {
-                throw bad("\(path): tensor \(t.name): data at \(t.offset) overlaps tensor \(previous), which ends at \(end)")
+                throw bad("\(path): tensor \(shown(t.name)): data at \(t.offset) overlaps tensor \(shown(previous)), which ends at \(end)")
             }
             end = t.offset + t.byteCount
             previous = t.name
@@ -285,17 +285,17 @@ public final class GGUFFile: @unchecked Sendable {
         case 6: return .f32(Float(bitPattern: try c.load(UInt32.self, what)))
         case 7:
             let b = try c.load(UInt8.self, what)
-            guard b <= 1 else { throw bad("\(c.path): metadata \(key): bool must be 0 or 1, got \(b)") }
+            guard b <= 1 else { throw bad("\(c.path): metadata \(shown(key)): bool must be 0 or 1, got \(b)") }
             return .bool(b == 1)
         case 8: return .string(try c.string(what))
         case 9:
             guard depth < maxNesting else {
-                throw bad("\(c.path): metadata \(key): arrays nested deeper than \(maxNesting) levels")
+                throw bad("\(c.path): metadata \(shown(key)): arrays nested deeper than \(maxNesting) levels")
             }
             let elementType = try c.load(UInt32.self, "\(what) (array type)")
             let n = try c.load(UInt64.self, "\(what) (array length)")
             guard elementType <= 12 else {
-                throw bad("\(c.path): metadata \(key): unknown array element type \(elementType); expected 0 to 12")
+                throw bad("\(c.path): metadata \(shown(key)): unknown array element type \(elementType); expected 0 to 12")
             }
             // Smallest encoding of one element: a check before reserving keeps a hostile length from allocating.
             let minSize = [1, 1, 2, 2, 4, 4, 4, 1, 8, 12, 8, 8, 8][Int(elementType)]
@@ -312,7 +312,7 @@ public final class GGUFFile: @unchecked Sendable {
         case 11: return .i64(try c.load(Int64.self, what))
         case 12: return .f64(Double(bitPattern: try c.load(UInt64.self, what)))
         default:
-            throw bad("\(c.path): metadata \(key): unknown value type \(type); expected 0 to 12")
+            throw bad("\(c.path): metadata \(shown(key)): unknown value type \(type); expected 0 to 12")
         }
     }
 
@@ -332,38 +332,38 @@ public final class GGUFFile: @unchecked Sendable {
 
     public func int(_ key: String) throws -> Int? {
         guard let v = metadata[key] else { return nil }
-        guard let i = v.int else { throw bad("\(path): metadata \(key) must be an integer, got \(v.typeName) \(v.any)") }
+        guard let i = v.int else { throw bad("\(path): metadata \(shown(key)) must be an integer, got \(v.typeName) \(shown(v.any))") }
         return i
     }
 
     public func double(_ key: String) throws -> Double? {
         guard let v = metadata[key] else { return nil }
-        guard let d = v.double else { throw bad("\(path): metadata \(key) must be a number, got \(v.typeName)") }
+        guard let d = v.double else { throw bad("\(path): metadata \(shown(key)) must be a number, got \(v.typeName)") }
         return d
     }
 
     public func string(_ key: String) throws -> String? {
         guard let v = metadata[key] else { return nil }
-        guard let s = v.string else { throw bad("\(path): metadata \(key) must be a string, got \(v.typeName)") }
+        guard let s = v.string else { throw bad("\(path): metadata \(shown(key)) must be a string, got \(v.typeName)") }
         return s
     }
 
     public func bool(_ key: String) throws -> Bool? {
         guard let v = metadata[key] else { return nil }
-        guard let b = v.bool else { throw bad("\(path): metadata \(key) must be a bool, got \(v.typeName)") }
+        guard let b = v.bool else { throw bad("\(path): metadata \(shown(key)) must be a bool, got \(v.typeName)") }
         return b
     }
 
     public func strings(_ key: String) throws -> [String]? {
         guard let v = metadata[key] else { return nil }
-        guard case .array(8, let items) = v else { throw bad("\(path): metadata \(key) must be an array of strings, got \(v.typeName)") }
+        guard case .array(8, let items) = v else { throw bad("\(path): metadata \(shown(key)) must be an array of strings, got \(v.typeName)") }
         return items.map { $0.string! }
     }
 
     public func ints(_ key: String) throws -> [Int]? {
         guard let v = metadata[key] else { return nil }
         guard let items = v.array, let ints = Optional(items.compactMap(\.int)), ints.count == items.count else {
-            throw bad("\(path): metadata \(key) must be an array of integers, got \(v.typeName)")
+            throw bad("\(path): metadata \(shown(key)) must be an array of integers, got \(v.typeName)")
         }
         return ints
     }
@@ -371,7 +371,7 @@ public final class GGUFFile: @unchecked Sendable {
     public func doubles(_ key: String) throws -> [Double]? {
         guard let v = metadata[key] else { return nil }
         guard let items = v.array, let ds = Optional(items.compactMap(\.double)), ds.count == items.count else {
-            throw bad("\(path): metadata \(key) must be an array of numbers, got \(v.typeName)")
+            throw bad("\(path): metadata \(shown(key)) must be an array of numbers, got \(v.typeName)")
         }
         return ds
     }
@@ -465,8 +465,10 @@ public final class GGUFModel: TensorSource, @unchecked Sendable {
 
     public var tensorNames: [String] { Array(hfToGGUF.keys) }
 
+    public func file(holding name: String) -> String { path }
+
     func gguf(_ name: String) throws -> GGUFTensorInfo {
-        guard let g = hfToGGUF[name], let t = file.tensors[g] else { throw bad("\(path): missing tensor \(name)") }
+        guard let g = hfToGGUF[name], let t = file.tensors[g] else { throw bad("\(path): missing tensor \(shown(name))") }
         return t
     }
 
@@ -485,10 +487,10 @@ public final class GGUFModel: TensorSource, @unchecked Sendable {
     public func load<F: Real>(_ name: String, shape: [Int], into dst: UnsafeMutablePointer<F>) throws {
         let t = try gguf(name)
         guard t.shape == shape else {
-            throw bad("\(path): tensor \(name) (\(t.name)) has wrong shape; expected \(shape), got \(t.shape)")
+            throw bad("\(path): tensor \(shown(name)) (\(shown(t.name))) has wrong shape; expected \(shape), got \(t.shape)")
         }
         guard t.type.canDequantize else {
-            throw bad("\(path): tensor \(t.name) (\(name)) has ggml type \(t.type.id) (\(t.type.name)), which cannot be dequantized; expected F32, F16, BF16, Q8_0, Q4_0 or Q4_1")
+            throw bad("\(path): tensor \(shown(t.name)) (\(shown(name))) has ggml type \(t.type.id) (\(t.type.name)), which cannot be dequantized; expected F32, F16, BF16, Q8_0, Q4_0 or Q4_1")
         }
         let src = file.data(t)
         if let n = permutedHeads(name) {
@@ -496,7 +498,7 @@ public final class GGUFModel: TensorSource, @unchecked Sendable {
             // The shape was checked above, so rows = n · hd with hd even (ModelConfig checks head_dim).
             let rows = t.shape[0], cols = t.count / rows
             guard cols % t.type.blockSize == 0 else {
-                throw bad("\(path): tensor \(t.name) (\(name)): \(t.type.name) rows of \(cols) elements cannot be permuted back; expected whole blocks of \(t.type.blockSize)")
+                throw bad("\(path): tensor \(shown(t.name)) (\(shown(name))): \(t.type.name) rows of \(cols) elements cannot be permuted back; expected whole blocks of \(t.type.blockSize)")
             }
             let rowBytes = cols / t.type.blockSize * t.type.blockBytes
             let hd = rows / n, half = hd / 2
@@ -517,11 +519,11 @@ public final class GGUFModel: TensorSource, @unchecked Sendable {
         let path = f.path
         guard let arch = try f.string("general.architecture") else { throw bad("\(path): missing metadata general.architecture") }
         guard supportedArchitectures.contains(arch) else {
-            throw bad("\(path): general.architecture '\(arch)' is not supported; expected \(supportedArchitectures.joined(separator: ", "))")
+            throw bad("\(path): general.architecture '\(shown(arch))' is not supported; expected \(supportedArchitectures.joined(separator: ", "))")
         }
         func required(_ key: String) throws -> Int {
-            guard let v = try f.int(arch + "." + key) else { throw bad("\(path): missing metadata \(arch).\(key)") }
-            guard v > 0 else { throw bad("\(path): metadata \(arch).\(key) must be positive, got \(v)") }
+            guard let v = try f.int(arch + "." + key) else { throw bad("\(path): missing metadata \(shown(arch)).\(shown(key))") }
+            guard v > 0 else { throw bad("\(path): metadata \(shown(arch)).\(shown(key)) must be positive, got \(v)") }
             return v
         }
         let layers = try required("block_count")
@@ -530,14 +532,14 @@ public final class GGUFModel: TensorSource, @unchecked Sendable {
         let heads = try required("attention.head_count")
         let kvHeads = try f.int(arch + ".attention.head_count_kv") ?? heads
         guard kvHeads > 0, heads % kvHeads == 0 else {
-            throw bad("\(path): metadata \(arch).attention.head_count \(heads) is not a multiple of \(arch).attention.head_count_kv \(kvHeads)")
+            throw bad("\(path): metadata \(shown(arch)).attention.head_count \(heads) is not a multiple of \(shown(arch)).attention.head_count_kv \(kvHeads)")
         }
         let headDim = try f.int(arch + ".attention.key_length") ?? hidden / heads
         if let rotary = try f.int(arch + ".rope.dimension_count"), rotary != headDim {
-            throw bad("\(path): metadata \(arch).rope.dimension_count = \(rotary) disagrees with the head dimension \(headDim); partial RoPE is not supported")
+            throw bad("\(path): metadata \(shown(arch)).rope.dimension_count = \(rotary) disagrees with the head dimension \(headDim); partial RoPE is not supported")
         }
         guard let eps = try f.double(arch + ".attention.layer_norm_rms_epsilon") else {
-            throw bad("\(path): missing metadata \(arch).attention.layer_norm_rms_epsilon")
+            throw bad("\(path): missing metadata \(shown(arch)).attention.layer_norm_rms_epsilon")
         }
         let theta = try f.double(arch + ".rope.freq_base") ?? 10000
         guard let embd = f.tensors["token_embd.weight"] else { throw bad("\(path): missing tensor token_embd.weight") }
@@ -551,7 +553,7 @@ public final class GGUFModel: TensorSource, @unchecked Sendable {
         // Metadata against tensor shapes: each dimension with the key that sets it.
         func check(_ key: String, _ value: Int, _ t: GGUFTensorInfo, _ dim: Int) throws {
             guard t.shape[dim] == value else {
-                throw bad("\(path): metadata \(key) = \(value) disagrees with tensor \(t.name) shape \(t.shape)")
+                throw bad("\(path): metadata \(shown(key)) = \(value) disagrees with tensor \(shown(t.name)) shape \(t.shape)")
             }
         }
         try check(arch + ".embedding_length", hidden, embd, 1)
@@ -560,7 +562,7 @@ public final class GGUFModel: TensorSource, @unchecked Sendable {
         for t in f.tensorList {
             let parts = t.name.split(separator: ".")
             if parts.count == 4, parts[0] == "blk", let l = Int(parts[1]), l >= layers {
-                throw bad("\(path): metadata \(arch).block_count = \(layers) disagrees with tensor \(t.name)")
+                throw bad("\(path): metadata \(shown(arch)).block_count = \(layers) disagrees with tensor \(shown(t.name))")
             }
             guard parts.count == 4, parts[0] == "blk", parts[3] == "weight" else { continue }
             let hiddenKey = arch + ".embedding_length", ffKey = arch + ".feed_forward_length"
@@ -595,10 +597,10 @@ public final class GGUFModel: TensorSource, @unchecked Sendable {
                 ropeScaling = ["rope_type": "linear", "factor": factor] as [String: Any]
             }
         case "linear":
-            guard let factor = linearFactor else { throw bad("\(path): metadata \(arch).rope.scaling.type linear needs \(arch).rope.scaling.factor") }
+            guard let factor = linearFactor else { throw bad("\(path): metadata \(shown(arch)).rope.scaling.type linear needs \(shown(arch)).rope.scaling.factor") }
             ropeScaling = ["rope_type": "linear", "factor": factor] as [String: Any]
         case let other?:
-            throw bad("\(path): metadata \(arch).rope.scaling.type '\(other)' is not supported; expected none or linear")
+            throw bad("\(path): metadata \(shown(arch)).rope.scaling.type '\(shown(other))' is not supported; expected none or linear")
         }
 
         var raw: [String: Any] = [

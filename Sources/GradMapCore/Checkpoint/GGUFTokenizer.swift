@@ -37,13 +37,14 @@ extension GGUFFile {
     func tokenizerModel() throws -> String {
         guard let model = try string("tokenizer.ggml.model") else { throw bad("\(path): missing metadata tokenizer.ggml.model") }
         guard model == "gpt2" || model == "llama" else {
-            throw bad("\(path): tokenizer.ggml.model '\(model)' is not supported; expected gpt2 or llama")
+            throw bad("\(path): tokenizer.ggml.model '\(shown(model))' is not supported; expected gpt2 or llama")
         }
         return model
     }
 
     func tokenList() throws -> (tokens: [String], types: [Int]) {
         guard let tokens = try strings("tokenizer.ggml.tokens") else { throw bad("\(path): missing metadata tokenizer.ggml.tokens") }
+        guard !tokens.isEmpty else { throw bad("\(path): metadata tokenizer.ggml.tokens is empty; expected the vocabulary") }
         let types = try ints("tokenizer.ggml.token_type") ?? [Int](repeating: TokenType.normal.rawValue, count: tokens.count)
         guard types.count == tokens.count else {
             throw bad("\(path): metadata tokenizer.ggml.token_type has \(types.count) entries; expected \(tokens.count), one per token")

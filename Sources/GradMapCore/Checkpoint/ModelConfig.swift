@@ -54,6 +54,10 @@ public struct ModelConfig: Sendable {
     public nonisolated(unsafe) var raw: [String: Any]
 
     public static let supportedTypes = ["llama", "mistral", "qwen2"]
+    /// Largest width (hidden, intermediate, vocabulary, heads × head_dim) and layer count accepted: far above
+    /// any real model, and low enough that every tensor and parameter count fits an Int with room to spare.
+    public static let maxDimension = 1 << 21
+    public static let maxLayers = 1 << 12
 
     public var qDim: Int { heads * headDim }
     public var kvDim: Int { kvHeads * headDim }
@@ -84,29 +88,38 @@ public struct ModelConfig: Sendable {
         func number(_ key: String) throws -> Double? {
             guard let v = d[key], !(v is NSNull) else { return nil }
             guard let n = v as? NSNumber else {
-                throw bad("\(source): \(key) must be a number, got \(v)")
+                throw bad("\(source): \(key) must be a number, got \(shown(v))")
             }
             return n.doubleValue
         }
-        func int(_ key: String, positive: Bool = true) throws -> Int? {
+        func int(_ key: String, limit: Int = maxDimension) throws -> Int? {
             guard let x = try number(key) else { return nil }
-            guard x == x.rounded(), !positive || x > 0 else {
-                throw bad("\(source): \(key) must be a positive integer, got \(x)")
+            guard x.isFinite, x == x.rounded(), x > 0 else {
+                throw bad("\(source): \(key) must be a positive integer, got \(shown(d[key]!))")
             }
+            guard x <= Double(limit) else { throw bad("\(source): \(key) \(shown(d[key]!)) is larger than the limit of \(limit)") }
             return Int(x)
+        }
+        func positive(_ key: String, _ value: Double) throws -> Double {
+            guard value.isFinite, value > 0 else { throw bad("\(source): \(key) must be a positive number, got \(shown(value))") }
+            return value
         }
         func required(_ key: String) throws -> Int {
             guard let v = try int(key) else { throw bad("\(source): missing \(key)") }
             return v
         }
+        func layers() throws -> Int {
+            guard let v = try int("num_hidden_layers", limit: maxLayers) else { throw bad("\(source): missing num_hidden_layers") }
+            return v
+        }
         func flag(_ key: String, _ def: Bool) throws -> Bool {
             guard let v = d[key], !(v is NSNull) else { return def }
-            guard let b = v as? Bool else { throw bad("\(source): \(key) must be true or false, got \(v)") }
+            guard let b = v as? Bool else { throw bad("\(source): \(key) must be true or false, got \(shown(v))") }
             return b
         }
         guard let type = d["model_type"] as? String else { throw bad("\(source): missing model_type") }
         guard supportedTypes.contains(type) else {
-            throw bad("\(source): model_type '\(type)' is not supported; expected one of \(supportedTypes.joined(separator: ", "))")
+            throw bad("\(source): model_type '\(shown(type))' is not supported; expected one of \(supportedTypes.joined(separator: ", "))")
         }
         let hidden = try required("hidden_size")
         let heads = try required("num_attention_heads")
@@ -114,14 +127,20 @@ public struct ModelConfig: Sendable {
         guard heads % kvHeads == 0 else {
             throw bad("\(source): num_attention_heads \(heads) is not a multiple of num_key_value_heads \(kvHeads)")
         }
+        if d["head_dim"] == nil || d["head_dim"] is NSNull, hidden % heads != 0 {
+            throw bad("\(source): hidden_size \(hidden) is not a multiple of num_attention_heads \(heads) (and there is no head_dim)")
+        }
         let headDim = try int("head_dim") ?? hidden / heads
         guard headDim % 2 == 0 else { throw bad("\(source): head_dim \(headDim) must be even for RoPE") }
+        guard heads * headDim <= maxDimension else {
+            throw bad("\(source): num_attention_heads \(heads) × head_dim \(headDim) is larger than the limit of \(maxDimension)")
+        }
         let attentionBias = try flag("attention_bias", false)
         let rope = try parseRope(d, source: source)
         return ModelConfig(
             modelType: type, vocabSize: try required("vocab_size"), hidden: hidden,
-            intermediate: try required("intermediate_size"), layers: try required("num_hidden_layers"),
-            heads: heads, kvHeads: kvHeads, headDim: headDim, rmsEps: try number("rms_norm_eps") ?? 1e-6,
+            intermediate: try required("intermediate_size"), layers: try layers(),
+            heads: heads, kvHeads: kvHeads, headDim: headDim, rmsEps: try positive("rms_norm_eps", try number("rms_norm_eps") ?? 1e-6),
             tieEmbeddings: try flag("tie_word_embeddings", false),
             qkvBias: type == "qwen2" || attentionBias, attentionOutputBias: type != "qwen2" && attentionBias,
             mlpBias: try flag("mlp_bias", false), rope: rope, raw: d)
@@ -138,15 +157,19 @@ public struct ModelConfig: Sendable {
             if let theta = d["rope_theta"] as? NSNumber { rope.theta = theta.doubleValue }
             scaling = d["rope_scaling"] as? [String: Any]
         }
+        guard rope.theta.isFinite, rope.theta > 0 else { throw bad("\(source): rope_theta must be a positive number, got \(rope.theta)") }
         guard let s = scaling else { return rope }
         let key = rope.fromRopeParameters ? "rope_parameters" : "rope_scaling"
         let type = (s["rope_type"] as? String) ?? (s["type"] as? String) ?? "default"
         guard let kind = RopeConfig.Kind(rawValue: type) else {
-            throw bad("\(source): \(key) rope_type '\(type)' is not supported; expected default, linear or llama3")
+            throw bad("\(source): \(key) rope_type '\(shown(type))' is not supported; expected default, linear or llama3")
         }
         rope.kind = kind
         func num(_ k: String) throws -> Double {
-            guard let n = s[k] as? NSNumber else { throw bad("\(source): \(key) of type \(type) needs \(k)") }
+            guard let n = s[k] as? NSNumber else { throw bad("\(source): \(key) of type \(shown(type)) needs \(k)") }
+            guard n.doubleValue.isFinite, n.doubleValue > 0 else {
+                throw bad("\(source): \(key) \(k) must be a positive number, got \(n)")
+            }
             return n.doubleValue
         }
         switch kind {

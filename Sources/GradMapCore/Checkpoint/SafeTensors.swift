@@ -28,10 +28,11 @@ public final class SafeTensorsFile: @unchecked Sendable {
         guard file.size >= 8 else {
             throw bad("\(path): truncated safetensors file: \(file.size) bytes, expected at least 8")
         }
-        let n = Int(UInt64(littleEndian: file.bytes.loadUnaligned(as: UInt64.self)))
-        guard n <= SafeTensorsFile.maxHeaderBytes else {
-            throw bad("\(path): safetensors header length \(n) exceeds the limit of \(SafeTensorsFile.maxHeaderBytes) bytes")
+        let declared = UInt64(littleEndian: file.bytes.loadUnaligned(as: UInt64.self))
+        guard declared <= UInt64(SafeTensorsFile.maxHeaderBytes) else {
+            throw bad("\(path): safetensors header length \(declared) exceeds the limit of \(SafeTensorsFile.maxHeaderBytes) bytes")
         }
+        let n = Int(declared)
         guard 8 + n <= file.size else {
             throw bad("\(path): truncated safetensors file: header needs \(8 + n) bytes, file has \(file.size)")
         }
@@ -49,27 +50,33 @@ public final class SafeTensorsFile: @unchecked Sendable {
                 }
                 continue
             }
-            guard let entry = value as? [String: Any] else { throw bad("\(path): tensor \(name): entry is not an object") }
-            guard let dtypeName = entry["dtype"] as? String else { throw bad("\(path): tensor \(name): missing dtype") }
+            guard let entry = value as? [String: Any] else { throw bad("\(path): tensor \(shown(name)): entry is not an object") }
+            guard let dtypeName = entry["dtype"] as? String else { throw bad("\(path): tensor \(shown(name)): missing dtype") }
             guard let dtype = DType(rawValue: dtypeName) else {
-                throw bad("\(path): tensor \(name): unknown dtype \(dtypeName)")
+                throw bad("\(path): tensor \(shown(name)): unknown dtype \(shown(dtypeName))")
             }
+            // Integers only (1.5, 1e300, true or a value past Int.max are not sizes), and no size that overflows.
             guard let shapeAny = entry["shape"] as? [Any],
-                let shape = Optional(shapeAny.compactMap { ($0 as? NSNumber)?.intValue }), shape.count == shapeAny.count,
+                let shape = Optional(shapeAny.compactMap { jsonInt($0) }), shape.count == shapeAny.count,
                 shape.allSatisfy({ $0 >= 0 })
-            else { throw bad("\(path): tensor \(name): shape must be a list of non-negative integers") }
-            guard let offs = entry["data_offsets"] as? [Any], offs.count == 2,
-                let b = (offs[0] as? NSNumber)?.intValue, let e = (offs[1] as? NSNumber)?.intValue
-            else { throw bad("\(path): tensor \(name): data_offsets must be [begin, end]") }
-            guard b >= 0, e >= b else {
-                throw bad("\(path): tensor \(name): data_offsets [\(b), \(e)] are not an increasing range")
+            else { throw bad("\(path): tensor \(shown(name)): shape must be a list of non-negative integers, got \(shown(entry["shape"]))") }
+            var bytes = dtype.size
+            for d in shape {
+                let (p, overflow) = bytes.multipliedReportingOverflow(by: d)
+                guard !overflow else { throw bad("\(path): tensor \(shown(name)): \(shown(dtypeName)) \(shape) is too large to address") }
+                bytes = p
             }
-            guard dataStart + e <= file.size else {
-                throw bad("\(path): tensor \(name): data_offsets [\(b), \(e)] out of range: data buffer has \(file.size - dataStart) bytes")
+            guard let offs = entry["data_offsets"] as? [Any], offs.count == 2, let b = jsonInt(offs[0]), let e = jsonInt(offs[1])
+            else { throw bad("\(path): tensor \(shown(name)): data_offsets must be [begin, end] integers, got \(shown(entry["data_offsets"]))") }
+            guard b >= 0, e >= b else {
+                throw bad("\(path): tensor \(shown(name)): data_offsets [\(b), \(e)] are not an increasing range")
+            }
+            guard e <= file.size - dataStart else {
+                throw bad("\(path): tensor \(shown(name)): data_offsets [\(b), \(e)] out of range: data buffer has \(file.size - dataStart) bytes")
             }
             let info = TensorInfo(name: name, dtype: dtype, shape: shape, begin: b, end: e)
-            guard e - b == info.count * dtype.size else {
-                throw bad("\(path): tensor \(name): \(dtypeName) \(shape) needs \(info.count * dtype.size) bytes, data_offsets give \(e - b)")
+            guard e - b == bytes else {
+                throw bad("\(path): tensor \(shown(name)): \(shown(dtypeName)) \(shape) needs \(bytes) bytes, data_offsets give \(e - b)")
             }
             tensors[name] = info
         }
@@ -77,10 +84,10 @@ public final class SafeTensorsFile: @unchecked Sendable {
         var cursor = 0
         for info in tensors.values.sorted(by: { ($0.begin, $0.end) < ($1.begin, $1.end) }) {
             if info.begin > cursor {
-                throw bad("\(path): tensor \(info.name): gap in the data buffer: begins at \(info.begin), previous tensor ends at \(cursor)")
+                throw bad("\(path): tensor \(shown(info.name)): gap in the data buffer: begins at \(info.begin), previous tensor ends at \(cursor)")
             }
             if info.begin < cursor {
-                throw bad("\(path): tensor \(info.name): overlaps the previous tensor: begins at \(info.begin), previous ends at \(cursor)")
+                throw bad("\(path): tensor \(shown(info.name)): overlaps the previous tensor: begins at \(info.begin), previous ends at \(cursor)")
             }
             cursor = info.end
         }

@@ -59,10 +59,13 @@ struct BPEModel: Sendable {
     var fuseUnk = false
     var ignoreMerges = false
 
+    /// Ids accepted, vocabulary and added tokens alike: far above any real vocabulary (ModelConfig.maxDimension).
+    static let maxID = 1 << 21
+
     init(_ model: [String: Any], source: String) throws {
         let type = model["type"] as? String ?? (model["merges"] != nil ? "BPE" : "(missing)")
         guard type == "BPE" else {
-            throw bad("\(source): model.type '\(type)' is not supported; expected BPE (byte-level or SentencePiece-style)")
+            throw bad("\(source): model.type '\(shown(type))' is not supported; expected BPE (byte-level or SentencePiece-style)")
         }
         guard let vocabObject = model["vocab"] as? [String: Any] else {
             throw bad("\(source): model.vocab must be an object of token → id, got \(kind(model["vocab"]))")
@@ -70,7 +73,11 @@ struct BPEModel: Sendable {
         var maxID = -1
         for (token, value) in vocabObject {
             guard let n = jsonInt(value), let id = UInt32(exactly: n) else {
-                throw bad("\(source): model.vocab[\(token.debugDescription)] must be a non-negative integer id, got \(value)")
+                throw bad("\(source): model.vocab[\(token.debugDescription)] must be a non-negative integer id, got \(shown(value))")
+            }
+            // The id → token table is as long as the largest id: a stray huge id must not allocate gigabytes.
+            guard n < BPEModel.maxID else {
+                throw bad("\(source): model.vocab[\(token.debugDescription)] id \(n) is past the limit of \(BPEModel.maxID) ids")
             }
             vocab[token] = id
             maxID = max(maxID, Int(id))
@@ -113,10 +120,10 @@ struct BPEModel: Sendable {
             } else if let a = entry as? [Any], let strings = a as? [String] {
                 pair = strings
             } else {
-                throw bad("\(source): model.merges[\(rank)] must be \"a b\" or [a, b], got \(entry)")
+                throw bad("\(source): model.merges[\(rank)] must be \"a b\" or [a, b], got \(shown(entry))")
             }
             guard pair.count == 2 else {
-                throw bad("\(source): model.merges[\(rank)] must name two tokens, got \(pair.count) (\(entry))")
+                throw bad("\(source): model.merges[\(rank)] must name two tokens, got \(pair.count) (\(shown(entry)))")
             }
             guard let a = vocab[pair[0]], let b = vocab[pair[1]] else {
                 let missing = vocab[pair[0]] == nil ? pair[0] : pair[1]

@@ -41,7 +41,7 @@ indirect enum Decoder: Sendable {
             }
             self = .metaspace(replacement: rep[0], scheme: scheme)
         default:
-            throw bad("\(source): decoder type '\(type)' is not supported; expected \(Decoder.supported)")
+            throw bad("\(source): decoder type '\(shown(type))' is not supported; expected \(Decoder.supported)")
         }
     }
 

@@ -87,7 +87,7 @@ indirect enum Normalizer: Sendable {
         case "Strip":
             self = .strip(left: raw["strip_left"] as? Bool ?? true, right: raw["strip_right"] as? Bool ?? true)
         default:
-            throw bad("\(source): normalizer type '\(type)' is not supported; expected \(Normalizer.supported)")
+            throw bad("\(source): normalizer type '\(shown(type))' is not supported; expected \(Normalizer.supported)")
         }
     }
 

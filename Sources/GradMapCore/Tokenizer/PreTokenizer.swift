@@ -82,7 +82,7 @@ indirect enum PreTokenizer: Sendable {
         case "Split":
             let name = raw["behavior"] as? String ?? "(missing)"
             guard let behavior = SplitBehavior(rawValue: name) else {
-                throw bad("\(source): pre_tokenizer Split behavior '\(name)' is not supported; expected Removed, Isolated, MergedWithPrevious, MergedWithNext or Contiguous")
+                throw bad("\(source): pre_tokenizer Split behavior '\(shown(name))' is not supported; expected Removed, Isolated, MergedWithPrevious, MergedWithNext or Contiguous")
             }
             self = .split(try TextPattern(raw["pattern"], source: source, key: "pre_tokenizer Split pattern"), behavior,
                           invert: raw["invert"] as? Bool ?? false)
@@ -94,7 +94,7 @@ indirect enum PreTokenizer: Sendable {
             var scheme = PrependScheme.always
             if let s = raw["prepend_scheme"] as? String {
                 guard let p = PrependScheme(rawValue: s) else {
-                    throw bad("\(source): pre_tokenizer Metaspace prepend_scheme '\(s)' is not supported; expected first, always or never")
+                    throw bad("\(source): pre_tokenizer Metaspace prepend_scheme '\(shown(s))' is not supported; expected first, always or never")
                 }
                 scheme = p
             } else if let add = raw["add_prefix_space"] as? Bool {
@@ -102,7 +102,7 @@ indirect enum PreTokenizer: Sendable {
             }
             self = .metaspace(replacement: rep[0], scheme: scheme, split: raw["split"] as? Bool ?? true)
         default:
-            throw bad("\(source): pre_tokenizer type '\(type)' is not supported; expected \(PreTokenizer.supported)")
+            throw bad("\(source): pre_tokenizer type '\(shown(type))' is not supported; expected \(PreTokenizer.supported)")
         }
     }
 

@@ -65,6 +65,9 @@ public final class Tokenizer {
                 guard let content = e["content"] as? String, let id = jsonInt(e["id"]).flatMap({ UInt32(exactly: $0) }) else {
                     throw bad("\(source): added_tokens[\(i)] needs a string \"content\" and a non-negative integer \"id\"")
                 }
+                guard id < BPEModel.maxID else {
+                    throw bad("\(source): added_tokens[\(i)] id \(id) is past the limit of \(BPEModel.maxID) ids")
+                }
                 added.append(AddedToken(
                     id: id, content: content, special: e["special"] as? Bool ?? false, lstrip: e["lstrip"] as? Bool ?? false,
                     rstrip: e["rstrip"] as? Bool ?? false, singleWord: e["single_word"] as? Bool ?? false,
