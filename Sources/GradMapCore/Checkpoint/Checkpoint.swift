@@ -74,6 +74,18 @@ public final class Checkpoint: @unchecked Sendable {
         }
     }
 
+    /// Every tensor a stage of this config would hold has the config's shape, checked from the headers before
+    /// anything is allocated for them: a config.json that claims widths its tensors do not have is bad input
+    /// naming the file, not an allocation of the claimed size.
+    public func checkShapes(_ specs: [ParamSpec]) throws {
+        for s in specs {
+            let have = try source.tensorInfo(s.name).shape
+            guard have == s.shape else {
+                throw bad("\(source.file(holding: s.name)): tensor \(shown(s.name)) has wrong shape; expected \(s.shape), got \(have)")
+            }
+        }
+    }
+
     /// The storage dtype of the checkpoint's weights (that of the first layer's q_proj).
     public func storageDType() -> DType {
         if let i = try? source.tensorInfo("model.layers.0.self_attn.q_proj.weight"), let d = DType(rawValue: i.dtype) { return d }

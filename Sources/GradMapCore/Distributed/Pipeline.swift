@@ -52,6 +52,7 @@ public final class Pipeline<F: Real & MPIScalar>: @unchecked Sendable {
         let placement = try Placement(config: c, ranks: world.size, stages: stages, balance: balance, seqLen: seqLen)
         try ckpt.checkNoUnexpectedTensors()
         let me = placement.placement(rank: world.rank)
+        try ckpt.checkShapes(ParamLayout.specs(c, part: me.part))
         let params = ParameterSet<F>(config: c, part: me.part, weights: weights)
         try params.load(from: ckpt)
         let stage = Stage(

@@ -19,6 +19,7 @@ public enum LocalEngine {
     ) throws -> Stage<F> {
         let c = ckpt.config
         try ckpt.checkNoUnexpectedTensors()
+        try ckpt.checkShapes(ParamLayout.specs(c, part: .whole(c)))
         let params = ParameterSet<F>(config: c, part: .whole(c))
         try params.load(from: ckpt)
         return Stage(config: c, params: params, seqLen: seqLen, maxBatch: maxBatch, policy: policy, training: training)
