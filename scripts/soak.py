@@ -60,7 +60,7 @@ BAD = {
     "bad-truncated-tokens": ("score", 2, ["--tokens", "{truncated}"], "{truncated}"),
 }
 KILLS = ["SIGKILL rank", "SIGTERM mpirun", "SIGINT mpirun"]
-GUESS = {"prune": 22.0, "eval": 6.0, "score": 6.0}  # seconds, until a run of the spec is measured
+GUESS = {"prune": 20.0, "eval": 5.0, "score": 3.0}  # seconds, until a run of the spec is measured
 TIMING_KEYS = {"seconds", "total_seconds", "ranks", "command"}
 
 
@@ -127,17 +127,21 @@ class Tree:
     def alive(self):
         """Tracked processes still there (same start time, not a zombie)."""
         out = []
-        for pid, (start, name, _) in self.known.items():
+        for pid, (start, _, _) in self.known.items():
             st = proc_stat(pid)
             if st and st[1] == start and st[2] != "Z":
-                out.append((pid, name))
+                out.append((pid, st[3]))
         return out
 
     def ranks(self, root):
-        """{rank: pid} of mpirun's gradmap-dist children."""
+        """{rank: pid} of mpirun's children that are ranks (OMPI_COMM_WORLD_RANK in their environment)."""
         out = {}
-        for pid, (_, name, parent) in self.known.items():
-            if parent == root and name.startswith("gradmap"):
+        for pid, (start, _, parent) in self.known.items():
+            # By environment, not by name: a child seen between fork and exec is still called mpirun, and
+            # gradmap-dist re-executes itself through /proc/self/exe (to set OPENBLAS_CORETYPE), after which
+            # its name is "exe".
+            st = proc_stat(pid)
+            if parent == root and st and st[1] == start:
                 try:
                     env = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
                 except OSError:
@@ -265,8 +269,11 @@ def run_job(a, job, inputs, work, rng, durations):
         if job.get("kill") and "killed" not in job:
             fire = False
             if job["at"] == "writing":
+                # Writing the ~0.5 GB takes 1-3 s: kill within 0.3 s of the folder appearing (at once for
+                # a sole writer, so its shard is half-written when it dies).
                 if writing_seen is None and os.path.isdir(partial):
-                    writing_seen = now + rng.uniform(0.0, 1.0)
+                    sole = job["ranks"] == 1 and job["kill"] == "SIGKILL rank"
+                    writing_seen = now + (0.0 if sole else rng.uniform(0.0, 0.3))
                 fire = writing_seen is not None and now >= writing_seen
             else:
                 fire = now >= kill_at
