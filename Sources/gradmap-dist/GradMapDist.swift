@@ -17,6 +17,7 @@ struct GradMapDist: ParsableCommand {
     static func main() {
         BLASRuntime.ensureCoreType()
         BLASRuntime.configureThreads()
+        Interrupt.install()  // SIGTERM/SIGINT: remove a partial --out folder, one line saying why, then die of it
         do {
             var command = try parseAsRoot()
             try command.run()

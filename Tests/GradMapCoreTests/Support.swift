@@ -108,3 +108,37 @@ func expectBadInput(_ contains: [String], file: StaticString = #filePath, line: 
         XCTFail("unexpected error type: \(error)", file: file, line: line)
     }
 }
+
+/// A command started like runProcess but not waited for, so a test can signal it while it runs.
+final class RunningProcess: @unchecked Sendable {
+    let process = Process()
+    private let out = Pipe(), err = Pipe()
+    private let group = DispatchGroup()
+    private var outData = Data(), errData = Data()
+
+    init(_ path: String, _ args: [String], env extra: [String: String] = [:]) throws {
+        process.executableURL = URL(fileURLWithPath: path)
+        process.arguments = args
+        var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("OMPI_") && !$0.key.hasPrefix("PMIX_") }
+        for (k, v) in extra { env[k] = v }
+        process.environment = env
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        DispatchQueue.global().async(group: group) { self.outData = self.out.fileHandleForReading.readDataToEndOfFile() }
+        DispatchQueue.global().async(group: group) { self.errData = self.err.fileHandleForReading.readDataToEndOfFile() }
+    }
+
+    var pid: Int32 { process.processIdentifier }
+
+    /// Waits for the end; a run still going after `timeout` seconds is killed and reported as an error.
+    func finish(timeout: Double = 120) throws -> ProcessResult {
+        if group.wait(timeout: .now() + timeout) == .timedOut {
+            kill(pid, SIGKILL)
+            throw GradMapError.runtime("\(process.executableURL!.path): still running after \(timeout) s")
+        }
+        process.waitUntilExit()
+        return ProcessResult(status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
+                             stderr: String(decoding: errData, as: UTF8.self))
+    }
+}

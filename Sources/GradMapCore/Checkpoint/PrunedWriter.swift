@@ -3,6 +3,8 @@
 // other key kept, the source dtype kept (BF16/F16 rounded to nearest even), no lm_head when tied. Replica 0's
 // rank of each stage writes one shard with its tensors; rank 0 writes the index, config and tokenizer files.
 // Everything goes to a temporary folder beside DIR, renamed at the end: a failed run leaves no partial DIR.
+// Nor a temporary folder: a rank that fails or gets SIGTERM/SIGINT (Interrupt) removes it, and one left by a
+// SIGKILLed writer is removed when the next prune to the same DIR starts.
 import Foundation
 
 /// Float only, like Pruner: the pipeline it writes from is the engine's float32 one.
@@ -26,7 +28,8 @@ public struct PrunedWriter {
         return url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).partial").path
     }
 
-    /// Refuses an --out that is a file, or an existing folder without --force (before any work).
+    /// Refuses an --out that is a file, or an existing folder without --force (before any work), and removes
+    /// a temporary folder an earlier, SIGKILLed run left (every rank may: removal tolerates the others').
     public static func checkDestination(_ out: String, force: Bool) throws {
         var isDir: ObjCBool = false
         if FileManager.default.fileExists(atPath: out, isDirectory: &isDir) {
@@ -37,6 +40,7 @@ public struct PrunedWriter {
         guard FileManager.default.fileExists(atPath: parent, isDirectory: &isDir), isDir.boolValue else {
             throw bad("--out \(out): parent folder \(parent) does not exist")
         }
+        try Interrupt.removeTree(temporaryPath(for: out))
     }
 
     /// New name of an original tensor name, or nil when its layer was removed.
@@ -60,13 +64,25 @@ public struct PrunedWriter {
     }
 
     public func write(to out: String, force: Bool, extraFiles: [String: Data] = [:]) throws {
-        let world = pipeline.world
         let tmp = PrunedWriter.temporaryPath(for: out)
+        do {
+            try build(tmp, into: out, force: force, extraFiles: extraFiles)
+        } catch {
+            // This rank's own failure (a signal is Interrupt's): leave no half-written folder behind.
+            Interrupt.guarding(nil) { try? Interrupt.removeTree(tmp) }
+            throw error
+        }
+    }
+
+    func build(_ tmp: String, into out: String, force: Bool, extraFiles: [String: Data]) throws {
+        let world = pipeline.world
         let stages = pipeline.placement.stages
         let writing = (0..<stages).filter { !tensors(ofStage: $0).isEmpty }
         let shardName = { (k: Int) in String(format: "model-%05d-of-%05d.safetensors", k + 1, writing.count) }
-        if world.rank == 0 {
-            try? FileManager.default.removeItem(atPath: tmp)
+        // Every rank removes tmp if stopped from here on: rank 0 builds it, the others write shards into it.
+        try Interrupt.guarding(tmp) {
+            guard world.rank == 0 else { return }
+            try Interrupt.removeTree(tmp)
             do { try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: false) }
             catch { throw GradMapError.runtime("\(tmp): cannot create (\(error.localizedDescription))") }
         }
@@ -82,6 +98,7 @@ public struct PrunedWriter {
         try world.barrier()
         guard world.rank == 0 else {
             try world.barrier()
+            Interrupt.guarding(nil) {}  // renamed by rank 0: nothing to remove any more
             return
         }
         var weightMap: [String: String] = [:]
@@ -107,9 +124,12 @@ public struct PrunedWriter {
             try writeJSON(try gguf.tokenizerConfigJSON(), to: tmp + "/tokenizer_config.json")
         }
         for (name, data) in extraFiles { try data.write(to: URL(fileURLWithPath: tmp + "/" + name)) }
-        if force && FileManager.default.fileExists(atPath: out) { try FileManager.default.removeItem(atPath: out) }
-        do { try FileManager.default.moveItem(atPath: tmp, toPath: out) }
-        catch { throw GradMapError.runtime("\(out): cannot rename \(tmp) into place (\(error.localizedDescription))") }
+        // Under the lock with nothing to remove: a signal now comes before the rename (tmp removed) or after.
+        try Interrupt.guarding(nil) {
+            if force && FileManager.default.fileExists(atPath: out) { try FileManager.default.removeItem(atPath: out) }
+            do { try FileManager.default.moveItem(atPath: tmp, toPath: out) }
+            catch { throw GradMapError.runtime("\(out): cannot rename \(tmp) into place (\(error.localizedDescription))") }
+        }
         try world.barrier()
     }
 
