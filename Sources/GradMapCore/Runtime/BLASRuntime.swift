@@ -28,7 +28,11 @@ public enum BLASRuntime {
         setenv("OPENBLAS_CORETYPE", core, 1)
         setenv(reexecMarker, "1", 1)
         fflush(nil)
-        execv("/proc/self/exe", CommandLine.unsafeArgv)
+        // The executable's own path, not /proc/self/exe: exec names the process after the file it runs, and
+        // tools (pgrep, ps, job monitors) should see gradmap-dist, not "exe".
+        let own = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? "/proc/self/exe"
+        execv(own, CommandLine.unsafeArgv)
+        execv("/proc/self/exe", CommandLine.unsafeArgv)  // the file was replaced since it started
         // exec failed: carry on with the generic kernel rather than fail.
     }
 
