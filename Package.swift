@@ -1,5 +1,5 @@
 // swift-tools-version:6.0
-// gradmap-dist: layer pruning of LLaMA-family models, a Swift engine over Open MPI and OpenBLAS.
+// gradmap-dist: layer pruning of LLaMA-family models, a Swift engine over Open MPI, oneDNN and OpenBLAS.
 import PackageDescription
 
 let package = Package(
@@ -20,10 +20,16 @@ let package = Package(
         .systemLibrary(
             name: "CBLAS", path: "Sources/CBLAS",
             providers: [.apt(["libopenblas-dev", "liblapacke-dev"])]),
-        // BF16 matrix products on Intel AMX (`--matmul bf16`), chosen at run time.
+        // oneDNN, the matrix products of every linear and lm_head layer (f32 and BF16 inputs); no pkg-config
+        // file on Debian. libgomp is its thread runtime, linked to set the thread count.
+        .systemLibrary(
+            name: "CDNNL", path: "Sources/CDNNL",
+            providers: [.apt(["libdnnl-dev"])]),
+        // The hand-written AMX BF16 kernel (kept for comparison with oneDNN: `bench-gemm --library amx`) and
+        // the BF16 rounding every BF16 product's inputs go through.
         .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3"])]),
         .target(
-            name: "GradMapCore", dependencies: ["CMPI", "CBLAS", "CKernels"],
+            name: "GradMapCore", dependencies: ["CMPI", "CBLAS", "CDNNL", "CKernels"],
             swiftSettings: [.unsafeFlags(["-Ounchecked", "-cross-module-optimization"], .when(configuration: .release))]),
         .executableTarget(
             name: "gradmap-dist",

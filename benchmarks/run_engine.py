@@ -13,7 +13,7 @@ Steps:
      lowest `seconds` counts; compute only, no loading): `eval` (forward + loss), `grad-stats` (forward +
      backward of the mean loss, every gradient), `grad-stats --layer-matrices-only` (the decision step of
      gradmap/taylor: only the decoder layers' weight-matrix gradients), and with --matmul bf16 (default
-     when the CPU has AMX) the decision step with `--matmul wgrad-bf16` and `--matmul bf16`, and
+     when the CPU has BF16 instructions: AVX512-BF16 or AMX) the decision step with `--matmul wgrad-bf16` and `--matmul bf16`, and
      `eval --matmul bf16`.
   4. `gradmap-dist bench-gemm` (before, between and after the engine runs; per shape the best rate counts,
      as the engine's best run does) at the model's matmul shapes, M x N x K with M = rows:
@@ -348,7 +348,7 @@ def main():
     ap.add_argument("--gemm-seconds", type=float)
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     ap.add_argument("--matmul", default="f32,bf16",
-                    help="engine precisions to run: f32 and/or bf16 (bf16 needs AMX; dropped with a note without)")
+                    help="engine precisions to run: f32 and/or bf16 (bf16 needs AVX512-BF16 or AMX; dropped with a note without)")
     ap.add_argument("--out", help="JSON results file")
     ap.add_argument("--report", metavar="JSON", help="only recompute and print the tables of an earlier run")
     args = ap.parse_args()
@@ -376,8 +376,9 @@ def main():
         binary = os.path.join(REPO, ".build-bench", "release", "gradmap-dist")
 
     matmuls = args.matmul.split(",")
-    if "bf16" in matmuls and "amx_bf16" not in open("/proc/cpuinfo").read():
-        log("note: no AMX-BF16 on this CPU; --matmul bf16 rows skipped")
+    cpuinfo = open("/proc/cpuinfo").read().split()
+    if "bf16" in matmuls and "avx512_bf16" not in cpuinfo and "amx_bf16" not in cpuinfo:
+        log("note: no AVX512-BF16 or AMX-BF16 on this CPU; --matmul bf16 rows skipped")
         matmuls = [x for x in matmuls if x != "bf16"]
 
     model_dir = args.model or os.path.join(REPO, ".cache", "models", f"llama-{args.preset}")

@@ -2,7 +2,7 @@
 # shellcheck shell=bash
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-APT_PACKAGES=(libopenmpi-dev openmpi-bin libopenblas-dev liblapacke-dev pkg-config)
+APT_PACKAGES=(libopenmpi-dev openmpi-bin libopenblas-dev liblapacke-dev libdnnl-dev pkg-config)
 
 # Installs the Debian packages the build needs, only when one is missing (apt-get update once).
 ensure_packages() {

@@ -15,7 +15,7 @@ struct GradMapDist: ParsableCommand {
         ])
 
     static func main() {
-        BLASRuntime.ensureCoreType()
+        BLASRuntime.ensureLibraryEnvironment()
         BLASRuntime.configureThreads()
         Interrupt.install()  // SIGTERM/SIGINT: remove a partial --out folder, one line saying why, then die of it
         do {
@@ -62,7 +62,7 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .long, help: "store: keep each layer's internals for the backward; recompute: keep only layer inputs and rerun each layer's forward in the backward (about 1/3 more compute, far less memory).")
     var activations: ActivationPolicy = .store
 
-    @Option(name: .long, help: "f32: every product in FP32 (cblas_sgemm); bf16: the linear and lm_head products take BF16-rounded inputs and accumulate in FP32 on Intel AMX (attention, norms, loss stay FP32); wgrad-bf16: only the weight-gradient products dL/dW do, the forward and activation gradients stay FP32. Needs a CPU with AMX-BF16.")
+    @Option(name: .long, help: "f32: every product in FP32; bf16: the linear and lm_head products (oneDNN) take BF16-rounded inputs and accumulate in FP32 (attention, norms, loss stay FP32); wgrad-bf16: only the weight-gradient products dL/dW do, the forward and activation gradients stay FP32. bf16 and wgrad-bf16 need a CPU with BF16 products (AVX512-BF16 or AMX).")
     var matmul: MatmulPrecision = .f32
 
     func validate() throws { try checkMatmulAvailable(matmul) }
@@ -117,10 +117,10 @@ extension Balance: ExpressibleByArgument {}
 extension ActivationPolicy: ExpressibleByArgument {}
 extension MatmulPrecision: ExpressibleByArgument {}
 
-/// `--matmul` other than f32 needs AMX-BF16: one line naming the flag otherwise (exit 2).
+/// `--matmul` other than f32 needs BF16 products in oneDNN: one line naming the flag otherwise (exit 2).
 func checkMatmulAvailable(_ matmul: MatmulPrecision) throws {
     if matmul != .f32 && !MatmulPrecision.bf16Available {
-        throw ValidationError("--matmul \(matmul.rawValue): this CPU (or kernel) offers no AMX-BF16 tiles; use --matmul f32")
+        throw ValidationError("--matmul \(matmul.rawValue): this CPU has no BF16 matrix products (oneDNN finds neither AVX512-BF16 nor AMX); use --matmul f32")
     }
 }
 

@@ -1,20 +1,32 @@
-// The AMX BF16 products (`--matmul bf16`) against a float64 reference of the same BF16-rounded inputs, and
-// the engine in that mode against the float64 transformers fixtures.
+// The oneDNN products (every linear and lm_head product) against float64: f32 on the inputs as given, bf16
+// (`--matmul bf16`) on the BF16-rounded inputs; the hand-written AMX kernel against the same reference; and
+// the engine in the BF16 modes against the float64 transformers fixtures.
 //
-// Kernel tolerance: with inputs rounded to BF16 first, the only error left is FP32 accumulation over k
-// products, bounded by k·2⁻²⁴·Σ|a||b|; 2⁻¹⁹·Σ|a||b| per element (k ≤ 300 here, and the hardware adds pairs
-// before accumulating) catches any wrong element, layout or edge, which would be off by O(Σ|a||b|).
+// Product tolerance: with BF16 inputs the products of two 8-bit significands are exact in FP32, so in both
+// precisions the only error left is FP32 accumulation over k terms (and the added C), bounded by
+// (k+1)·2⁻²⁴·Σ|a||b|. The bound is for the worst order; blocked sums (oneDNN's and the AMX kernel's) stay far
+// below it, and 2⁻¹⁹·Σ|a||b| per element (k ≤ 300 here) catches any wrong element, layout, stride or edge,
+// which would be off by O(Σ|a||b|).
 import CKernels
 import XCTest
 
 @testable import GradMapCore
 
-/// On machines with AMX (CI's do; .ci/run sets GRADMAP_REQUIRE_AMX=1 there) these tests must run, not skip.
+/// Where oneDNN has BF16 products (AVX512-BF16 or AMX; launch/test sets GRADMAP_REQUIRE_BF16=1 when
+/// /proc/cpuinfo shows either) these tests must run, not skip.
+func requireBF16() throws {
+    if ProcessInfo.processInfo.environment["GRADMAP_REQUIRE_BF16"] == "1" {
+        XCTAssertTrue(MatmulPrecision.bf16Available, "GRADMAP_REQUIRE_BF16=1 but oneDNN has no BF16 matmul here")
+    }
+    try XCTSkipUnless(MatmulPrecision.bf16Available, "no BF16 matmul in oneDNN on this CPU")
+}
+
+/// The hand-written AMX kernel's own tests (launch/test sets GRADMAP_REQUIRE_AMX=1 on AMX CPUs).
 func requireAMX() throws {
     if ProcessInfo.processInfo.environment["GRADMAP_REQUIRE_AMX"] == "1" {
-        XCTAssertTrue(MatmulPrecision.bf16Available, "GRADMAP_REQUIRE_AMX=1 but AMX-BF16 is not usable")
+        XCTAssertTrue(BF16Matmul.available, "GRADMAP_REQUIRE_AMX=1 but AMX-BF16 is not usable")
     }
-    try XCTSkipUnless(MatmulPrecision.bf16Available, "no AMX-BF16 on this CPU")
+    try XCTSkipUnless(BF16Matmul.available, "no AMX-BF16 on this CPU")
 }
 
 final class BF16MatmulTests: XCTestCase {
@@ -26,23 +38,33 @@ final class BF16MatmulTests: XCTestCase {
         }
     }
 
-    func check(_ form: GemmBenchmark.Form, m: Int, n: Int, k: Int, accumulate: Bool, seed: UInt64) {
+    /// The product of one form by the given path (oneDNN f32, oneDNN bf16, or the AMX kernel), against float64
+    /// of the inputs it sees, with padded leading dimensions.
+    enum Path { case f32, bf16, amx }
+    func check(_ path: Path, _ form: GemmBenchmark.Form, m: Int, n: Int, k: Int, accumulate: Bool, seed: UInt64) {
         var r = Rand(s: seed)
         let lda = (form.transA ? m : k) + 3, ldb = (form.transB ? k : n) + 5, ldc = n + 2
         let a = (0..<((form.transA ? k : m) * lda)).map { _ in r.next() }
         let b = (0..<((form.transB ? n : k) * ldb)).map { _ in r.next() }
         let c0 = (0..<(m * ldc)).map { _ in r.next() }
         var ar = a, br = b
-        gm_bf16_round(a, &ar, a.count)
-        gm_bf16_round(b, &br, b.count)
+        if path != .f32 {
+            gm_bf16_round(a, &ar, a.count)
+            gm_bf16_round(b, &br, b.count)
+        }
         func opA(_ i: Int, _ p: Int) -> Double { Double(form.transA ? ar[p * lda + i] : ar[i * lda + p]) }
         func opB(_ p: Int, _ j: Int) -> Double { Double(form.transB ? br[j * ldb + p] : br[p * ldb + j]) }
         var c = c0
         a.withUnsafeBufferPointer { ap in
             b.withUnsafeBufferPointer { bp in
                 c.withUnsafeMutableBufferPointer { cp in
-                    gemm(MatmulPrecision.bf16, form.transA, form.transB, m, n, k, 1, ap.baseAddress!, lda, bp.baseAddress!, ldb,
-                         accumulate ? 1 : 0, cp.baseAddress!, ldc)
+                    if path == .amx {
+                        BF16Matmul.gemm(form.transA, form.transB, m, n, k, ap.baseAddress!, lda, bp.baseAddress!, ldb,
+                                        accumulate: accumulate, cp.baseAddress!, ldc)
+                    } else {
+                        gemm(path == .bf16 ? MatmulPrecision.bf16 : .f32, form.transA, form.transB, m, n, k, 1, ap.baseAddress!, lda,
+                             bp.baseAddress!, ldb, accumulate ? 1 : 0, cp.baseAddress!, ldc)
+                    }
                 }
             }
         }
@@ -59,22 +81,34 @@ final class BF16MatmulTests: XCTestCase {
             // Padding columns of C are untouched.
             for j in n..<ldc { XCTAssertEqual(c[i * ldc + j], c0[i * ldc + j]) }
         }
-        XCTAssertLessThan(worst, pow(2, -19), "\(form) \(m)x\(n)x\(k) accumulate \(accumulate)")
+        XCTAssertLessThan(worst, pow(2, -19), "\(path) \(form) \(m)x\(n)x\(k) accumulate \(accumulate)")
     }
 
-    func testProductsMatchFloat64OfTheRoundedInputs() throws {
-        try requireAMX()
-        // Shapes below, at and across the 16/32-row, 32-column, 32-deep and 128-column block edges.
+    /// Every form, accumulate on and off, at shapes below, at and across the usual block edges (16/32 rows,
+    /// 16/32/64 columns, 32-deep, 128 columns) and odd sizes.
+    func checkAll(_ path: Path) {
         let shapes = [(1, 1, 1), (5, 7, 3), (16, 16, 32), (32, 32, 32), (33, 47, 31), (17, 130, 65), (64, 257, 96), (70, 40, 300)]
         var seed: UInt64 = 1
         for form in GemmBenchmark.Form.allCases {
             for (m, n, k) in shapes {
                 for accumulate in [false, true] {
                     seed += 1
-                    check(form, m: m, n: n, k: k, accumulate: accumulate, seed: seed)
+                    check(path, form, m: m, n: n, k: k, accumulate: accumulate, seed: seed)
                 }
             }
         }
+    }
+
+    func testF32ProductsMatchFloat64() { checkAll(.f32) }
+
+    func testBF16ProductsMatchFloat64OfTheRoundedInputs() throws {
+        try requireBF16()
+        checkAll(.bf16)
+    }
+
+    func testAMXKernelMatchesFloat64OfTheRoundedInputs() throws {
+        try requireAMX()
+        checkAll(.amx)
     }
 
     func testRoundingIsNearestEven() {
@@ -86,7 +120,7 @@ final class BF16MatmulTests: XCTestCase {
         XCTAssertEqual(y, [1, 1 + 0x1p-7, 1 + 2 * 0x1p-7, -(1 + 0x1p-7), .infinity])
     }
 
-    func testResultDoesNotDependOnThreads() throws {
+    func testAMXKernelResultDoesNotDependOnThreads() throws {
         try requireAMX()
         var r = Rand(s: 99)
         let m = 96, n = 300, k = 200
@@ -96,7 +130,7 @@ final class BF16MatmulTests: XCTestCase {
             Parallel.workers = threads
             defer { Parallel.workers = saved }
             var c = [Float](repeating: 0, count: m * n)
-            gemm(MatmulPrecision.bf16, true, false, m, n, k, 1 as Float, a, m, b, n, 0, &c, n)
+            BF16Matmul.gemm(true, false, m, n, k, a, m, b, n, accumulate: false, &c, n)
             return c
         }
         XCTAssertEqual(run(1), run(2))
@@ -127,7 +161,7 @@ final class MatmulModeTests: XCTestCase {
     // with much cancellation). 1e-2 and 0.15 hold those with margin; a wrongly wired product (a transposed
     // operand, a missed accumulation, a dropped block) is off by O(1).
     func testBF16ProductsStayWithinBF16RoundingOfTheReference() throws {
-        try requireAMX()
+        try requireBF16()
         for name in Fixtures.names {
             let (loss, grads, _) = try errors(name, matmul: .bf16)
             print("bf16 \(name): loss |diff| \(loss), worst gradient relative error \(grads.values.max()!)")
@@ -141,7 +175,7 @@ final class MatmulModeTests: XCTestCase {
         // embedding, built from activation gradients) are bit-for-bit those of f32. Matrix gradients are one
         // BF16 product each: every term's inputs rounded once (≤ 2⁻⁸ relative per term), so within 1e-2 of
         // the tensor's largest entry (measured: printed below).
-        try requireAMX()
+        try requireBF16()
         for name in ["llama_linear_bias", "qwen2_tied", "mistral_headdim"] {
             let f = try errors(name, matmul: .f32), w = try errors(name, matmul: .wgradBF16)
             XCTAssertEqual(f.loss, w.loss, "\(name): loss")

@@ -26,19 +26,19 @@ final class CLITests: XCTestCase {
         }
     }
 
-    func testMatmulBF16IsRefusedWithoutAMX() throws {
-        // A CPU without AMX (GRADMAP_NO_AMX=1 stands in for one): one line naming the flag, exit 2, and the
-        // f32 default still runs.
+    func testMatmulBF16IsRefusedWithoutBF16Products() throws {
+        // A CPU without BF16 matrix products (GRADMAP_NO_BF16=1 stands in for one): one line naming the flag,
+        // exit 2, and the f32 default still runs.
         let d = Fixtures.dir("llama_gqa")
         let args = ["eval", "--model", d, "--tokens", d + "/tokens.bin", "--seq-len", "16", "--json"]
         for mode in ["bf16", "wgrad-bf16"] {
-            let r = try runProcess(binaryPath, args + ["--matmul", mode], env: ["GRADMAP_NO_AMX": "1"])
+            let r = try runProcess(binaryPath, args + ["--matmul", mode], env: ["GRADMAP_NO_BF16": "1"])
             XCTAssertEqual(r.status, 2, r.stderr)
-            XCTAssertTrue(r.stderr.contains("--matmul \(mode)") && r.stderr.contains("AMX"), r.stderr)
+            XCTAssertTrue(r.stderr.contains("--matmul \(mode)") && r.stderr.contains("BF16"), r.stderr)
             XCTAssertEqual(r.stderr.split(separator: "\n").count, 1, r.stderr)
             XCTAssertTrue(r.stdout.isEmpty)
         }
-        XCTAssertEqual(try runProcess(binaryPath, args, env: ["GRADMAP_NO_AMX": "1"]).status, 0)
+        XCTAssertEqual(try runProcess(binaryPath, args, env: ["GRADMAP_NO_BF16": "1"]).status, 0)
     }
 
     func testEvalMaxWindowsAndTail() throws {

@@ -57,8 +57,10 @@ def test_run_pipeline_tiny_replicas():
     assert len(res["replicas"]) >= 1 and len(losses) == 1, res["replicas"]
 
 
-def amx():
-    return "amx_bf16" in open("/proc/cpuinfo").read()
+def bf16():
+    """Whether the CPU has BF16 matrix products (oneDNN's AVX512-BF16 or AMX kernels): the bf16 rows must run."""
+    flags = open("/proc/cpuinfo").read().split()
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def test_run_engine_tiny_passes():
@@ -69,12 +71,12 @@ def test_run_engine_tiny_passes():
         assert "engine / PyTorch (same work)" in text
         res = json.load(open(out))
     row = res["engine"][0]
-    expected = {"eval", "grad-stats", "decision"} | ({"decision-wgrad-bf16", "eval-bf16", "decision-bf16"} if amx() else set())
+    expected = {"eval", "grad-stats", "decision"} | ({"decision-wgrad-bf16", "eval-bf16", "decision-bf16"} if bf16() else set())
     assert expected <= set(row), sorted(row)
     # f32 passes and wgrad-bf16 share the forward: the same loss; bf16 within BF16 rounding of it.
     f32 = row["eval"]["loss"]
     assert row["grad-stats"]["loss"] == f32 and row["decision"]["loss"] == f32
-    if amx():
+    if bf16():
         assert row["decision-wgrad-bf16"]["loss"] == f32
         assert row["decision-bf16"]["loss"] != f32 and abs(row["decision-bf16"]["loss"] - f32) < 1e-2
     torch_fp32 = [r for r in res["torch"] if not r["bf16_autocast"]][0]
@@ -88,7 +90,7 @@ def test_run_pruning_tiny_modes():
         subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "make_random_model.py"), "--preset", "tiny",
                         "--layers", "6", "--out", model], check=True, capture_output=True)
         out = os.path.join(tmp, "pruning.json")
-        modes = "f32,wgrad-bf16,bf16" if amx() else "f32"
+        modes = "f32,wgrad-bf16,bf16" if bf16() else "f32"
         script("run_pruning.py", "--model", model, "--calib-windows", "2", "--seq-len", "16", "--metrics", "gradmap,sleb",
                "--matmul", modes, "--out", out)
         res = json.load(open(out))
@@ -96,6 +98,6 @@ def test_run_pruning_tiny_modes():
     for mode, runs in res["by_matmul"].items():
         assert len(runs["gradmap"]["removed"]) == len(runs["sleb"]["removed"]) == 1, (mode, runs)  # K = 6 // 4
     # sleb has no weight-gradient products: wgrad-bf16 leaves it exactly as f32.
-    if amx():
+    if bf16():
         assert res["by_matmul"]["wgrad-bf16"]["sleb"]["removed"] == res["by_matmul"]["f32"]["sleb"]["removed"]
         assert res["by_matmul"]["wgrad-bf16"]["sleb"]["loss"] == res["by_matmul"]["f32"]["sleb"]["loss"]

@@ -31,4 +31,8 @@ void gm_bf16_gemm_block(
 /// Rounds count floats to BF16 and back (nearest even), as the products see them.
 void gm_bf16_round(const float *x, float *y, size_t count);
 
+/// Rows [r0, r1) of x (rows × cols floats, row stride ld) rounded to BF16 bits (nearest even, as
+/// gm_bf16_round), written densely: row r of y starts at r·cols. The inputs of oneDNN's BF16 products.
+void gm_bf16_convert(const float *x, int cols, int ld, uint16_t *y, int r0, int r1);
+
 #endif

@@ -1,9 +1,9 @@
-// Which arithmetic the weight-matrix products use. `f32` is cblas_sgemm, what the PyTorch float32 reference
-// computes up to summation order. `bf16` rounds both inputs of every linear and lm_head product (forward,
-// dL/dX and dL/dW) to BF16 and accumulates in FP32 on Intel AMX, as PyTorch's bf16 autocast does on the
-// same CPUs. `wgrad-bf16` does so only for the weight-gradient products dL/dW = δᵀ·X, which feed nothing but
-// the metrics' sums: the forward and every activation gradient stay exactly as in `f32`. Attention, norms,
-// softmax, the loss and every sum stay FP32 in all modes.
+// Which arithmetic the weight-matrix products use, all through oneDNN (Kernels/DNNLMatmul.swift). `f32` is
+// what the PyTorch float32 reference computes up to summation order. `bf16` rounds both inputs of every linear
+// and lm_head product (forward, dL/dX and dL/dW) to BF16 and accumulates in FP32, as PyTorch's bf16 autocast
+// does on CPUs with BF16 instructions (AVX512-BF16, AMX). `wgrad-bf16` does so only for the weight-gradient
+// products dL/dW = δᵀ·X, which feed nothing but the metrics' sums: the forward and every activation gradient
+// stay exactly as in `f32`. Attention, norms, softmax, the loss and every sum stay FP32 in all modes.
 import CKernels
 import Foundation
 
@@ -16,10 +16,23 @@ public enum MatmulPrecision: String, CaseIterable, Sendable {
     /// The arithmetic of dL/dW products.
     public var weightGradients: MatmulPrecision { self == .f32 ? .f32 : .bf16 }
 
-    /// Whether this machine can run `bf16` (AMX-BF16 present and granted to the process by the kernel).
-    public static var bf16Available: Bool { BF16Matmul.available }
+    /// Whether this machine can run `bf16`: oneDNN has a BF16 matmul here other than its reference loops
+    /// (which emulate BF16 at a small fraction of the speed). GRADMAP_NO_BF16=1 stands in for a CPU without.
+    public static var bf16Available: Bool { bf16Implementation != nil }
+
+    /// oneDNN's implementation of a BF16 product on this CPU (e.g. "brg:avx512_core_bf16"); nil when there is
+    /// none but the reference.
+    public static let bf16Implementation: String? = {
+        if ProcessInfo.processInfo.environment["GRADMAP_NO_BF16"] == "1" { return nil }
+        guard let impl = try? DNNLMatmul.implementation(m: 64, n: 64, k: 64, transA: false, transB: true, bf16: true, accumulate: false),
+            !impl.hasPrefix("ref")
+        else { return nil }
+        return impl
+    }()
 }
 
+/// The hand-written AMX kernel, kept only to compare with oneDNN on AMX machines (`bench-gemm --library amx`);
+/// the engine's products all go through oneDNN.
 enum BF16Matmul {
     static let available: Bool = gm_amx_available() != 0
 
@@ -76,23 +89,38 @@ enum BF16Matmul {
     }
 }
 
-/// C = alpha·op(A)·op(B) + beta·C in the given precision: `bf16` applies to Float with alpha 1 and beta 0 or
-/// 1 (what the linear layers use); everything else is the BLAS product of F.
+/// C = alpha·op(A)·op(B) + beta·C in the given precision. Float with beta 0 or 1 (every linear and lm_head
+/// product) goes through oneDNN, with BF16-rounded inputs for `bf16`; anything else is the BLAS product of F.
 @inline(__always)
 func gemm<F: Real>(
     _ precision: MatmulPrecision, _ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: Int,
     _ alpha: F, _ a: UnsafePointer<F>, _ lda: Int, _ b: UnsafePointer<F>, _ ldb: Int,
     _ beta: F, _ c: UnsafeMutablePointer<F>, _ ldc: Int
 ) {
-    if precision == .bf16, F.self == Float.self, alpha == 1, beta == 0 || beta == 1 {
+    if F.self == Float.self, beta == 0 || beta == 1 {
         a.withMemoryRebound(to: Float.self, capacity: 1) { af in
             b.withMemoryRebound(to: Float.self, capacity: 1) { bf in
                 c.withMemoryRebound(to: Float.self, capacity: 1) { cf in
-                    BF16Matmul.gemm(transA, transB, m, n, k, af, lda, bf, ldb, accumulate: beta == 1, cf, ldc)
+                    do {
+                        try DNNLMatmul.gemm(
+                            transA, transB, m, n, k, alpha: Float(alpha.double), af, lda, bf, ldb,
+                            accumulate: beta == 1, cf, ldc, bf16: precision == .bf16)
+                    } catch {
+                        productFailed(error)
+                    }
                 }
             }
         }
         return
     }
+    precondition(precision == .f32, "BF16 products take Float with beta 0 or 1")
     F.gemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+}
+
+/// A product that cannot run (oneDNN refused a shape or ran out of memory) ends the job with one line: the
+/// callers are the model's inner loops, which have no way to carry on without it.
+func productFailed(_ error: Error) -> Never {
+    let prefix = Communicator.mpiStarted ? "rank \(Communicator.worldRank)" : "gradmap-dist"
+    FileHandle.standardError.write(Data("\(prefix): \(error)\n".utf8))
+    Communicator.abort(code: 1)
 }

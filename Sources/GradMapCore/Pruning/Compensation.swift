@@ -126,8 +126,13 @@ extension Pruner {
                 }
                 sums[tap.layer]!.withUnsafeMutableBufferPointer { s in
                     let a = s.baseAddress!, b = s.baseAddress! + hh
-                    Double.gemm(true, false, h, h, rows, 1, rd.pointer, h, zd.pointer, h, 1, a, h)
-                    Double.gemm(true, false, h, h, rows, 1, zd.pointer, h, zd.pointer, h, 1, b, h)
+                    // Single-threaded, as every OpenBLAS call of the compensation: the sums' order then does
+                    // not depend on the rank's thread count (README, "What is the same for any split").
+                    // 2·H²·rows flops per micro-batch, small against the layers' forward.
+                    BLASRuntime.singleThreaded {
+                        Double.gemm(true, false, h, h, rows, 1, rd.pointer, h, zd.pointer, h, 1, a, h)
+                        Double.gemm(true, false, h, h, rows, 1, zd.pointer, h, zd.pointer, h, 1, b, h)
+                    }
                     s[2 * hh] += rr
                     s[2 * hh + 1] += yy
                 }
@@ -155,7 +160,9 @@ extension Pruner {
             var x = [Double](repeating: 0, count: hh)  // Aᵀ + λI
             for i in 0..<h { for j in 0..<h { x[i * h + j] = s[j * h + i] } }
             for i in 0..<h { bm[i * h + i] += lambda; x[i * h + i] += lambda }
-            let info = LAPACKE_dposv(LAPACK_ROW_MAJOR, Int8(UInt8(ascii: "U")), Int32(h), Int32(h), &bm, Int32(h), &x, Int32(h))
+            let info = BLASRuntime.singleThreaded {
+                LAPACKE_dposv(LAPACK_ROW_MAJOR, Int8(UInt8(ascii: "U")), Int32(h), Int32(h), &bm, Int32(h), &x, Int32(h))
+            }
             // Not positive definite (rounding can leave a rank-deficient Σzzᵀ slightly indefinite):
             // raise the ridge, from at least 1e-6, and say so in the report.
             if info > 0 { alpha = max(alpha * 10, 1e-6); raised = true; continue }
@@ -179,7 +186,9 @@ extension Pruner {
         var pb = [Double](repeating: 0, count: hh)
         p.withUnsafeBufferPointer { pp in
             s.withUnsafeBufferPointer { ss in
-                Double.gemm(false, false, h, h, h, 1, pp.baseAddress!, h, ss.baseAddress! + hh, h, 0, &pb, h)
+                BLASRuntime.singleThreaded {
+                    Double.gemm(false, false, h, h, h, 1, pp.baseAddress!, h, ss.baseAddress! + hh, h, 0, &pb, h)
+                }
             }
         }
         var pbp = 0.0
@@ -203,7 +212,9 @@ extension Pruner {
         let old = Array(UnsafeBufferPointer(start: params.value(name), count: h * i))
         var d = [F](repeating: 0, count: h * i)
         old.withUnsafeBufferPointer { o in
-            pf.withUnsafeBufferPointer { F.gemm(false, false, h, i, h, 1, $0.baseAddress!, h, o.baseAddress!, i, 0, &d, i) }
+            pf.withUnsafeBufferPointer { pp in
+                BLASRuntime.singleThreaded { F.gemm(false, false, h, i, h, 1, pp.baseAddress!, h, o.baseAddress!, i, 0, &d, i) }
+            }
         }
         d.withUnsafeMutableBufferPointer { roundInPlace($0.baseAddress!, count: h * i, to: storage) }
         params.store(name, from: d)

@@ -1,8 +1,11 @@
-// Putting OpenBLAS on the right kernel and thread count before any work. Debian's OpenBLAS 0.3.21 does not
-// recognise recent CPUs and falls back to a generic sgemm about 4x slower; OPENBLAS_CORETYPE fixes that but
-// is read only when the library loads, so the process re-executes itself with it set (before MPI_Init, so
-// mpirun never sees a second process: execv keeps the pid). Threads: cores / ranks on this node, unless told.
+// Putting OpenBLAS and oneDNN's OpenMP on the right kernel, thread count and wait policy before any work.
+// Debian's OpenBLAS 0.3.21 does not recognise recent CPUs and falls back to a generic sgemm about 4x slower;
+// OPENBLAS_CORETYPE fixes that but is read only when the library loads. libgomp (oneDNN's threads) likewise
+// reads OMP_WAIT_POLICY only at load, before main runs. So the process re-executes itself with both set
+// (before MPI_Init, so mpirun never sees a second process: execv keeps the pid). Threads: cores / ranks on
+// this node, unless told; OpenBLAS, oneDNN and the Parallel loops all get that count.
 import CBLAS
+import CDNNL
 import Foundation
 
 public enum BLASRuntime {
@@ -17,15 +20,30 @@ public enum BLASRuntime {
         return nil
     }
 
-    /// Re-executes the process with OPENBLAS_CORETYPE set when it is unset and this CPU needs it.
-    /// Returns normally when no re-exec is needed (or possible).
-    public static func ensureCoreType() {
+    /// Re-executes the process with OPENBLAS_CORETYPE and OMP_WAIT_POLICY set when they are unset (and this
+    /// CPU needs a core type). Returns normally when no re-exec is needed (or possible).
+    ///
+    /// OMP_WAIT_POLICY=passive: libgomp's default lets a thread that finished its share of a product spin for
+    /// up to ~300k iterations before it sleeps. Between products those spinning threads compete for the
+    /// rank's cores with the Dispatch workers of the Parallel loops, and with other ranks when a node is
+    /// oversubscribed (the tests run 2-4 ranks on 2 cores); passive threads sleep at once. A product here is
+    /// 0.1-100 ms, so the futex wake-up per product (~10 µs) costs little (docs/benchmarks.md).
+    public static func ensureLibraryEnvironment() {
         let env = ProcessInfo.processInfo.environment
-        guard env["OPENBLAS_CORETYPE"] == nil, env[reexecMarker] == nil else { return }
-        guard let info = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
+        guard env[reexecMarker] == nil else { return }
+        var changed = false
+        if env["OPENBLAS_CORETYPE"] == nil,
+            let info = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
             let core = detectCoreType(cpuinfo: info)
-        else { return }
-        setenv("OPENBLAS_CORETYPE", core, 1)
+        {
+            setenv("OPENBLAS_CORETYPE", core, 1)
+            changed = true
+        }
+        if env["OMP_WAIT_POLICY"] == nil {
+            setenv("OMP_WAIT_POLICY", "passive", 1)
+            changed = true
+        }
+        guard changed else { return }
         setenv(reexecMarker, "1", 1)
         fflush(nil)
         // The executable's own path, not /proc/self/exe: exec names the process after the file it runs, and
@@ -33,7 +51,7 @@ public enum BLASRuntime {
         let own = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? "/proc/self/exe"
         execv(own, CommandLine.unsafeArgv)
         execv("/proc/self/exe", CommandLine.unsafeArgv)  // the file was replaced since it started
-        // exec failed: carry on with the generic kernel rather than fail.
+        // exec failed: carry on with the libraries' defaults rather than fail.
     }
 
     /// Ranks of this job on this node, from the MPI launcher's environment (1 outside mpirun).
@@ -58,7 +76,7 @@ public enum BLASRuntime {
         return max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN)))
     }
 
-    /// BLAS threads per rank: GRADMAP_BLAS_THREADS or OPENBLAS_NUM_THREADS when set, else
+    /// Product threads per rank: GRADMAP_BLAS_THREADS or OPENBLAS_NUM_THREADS when set, else
     /// min(allowed CPUs, online cores / local ranks).
     public static func defaultThreads() -> Int {
         let env = ProcessInfo.processInfo.environment
@@ -74,6 +92,7 @@ public enum BLASRuntime {
     public static func configureThreads(_ n: Int? = nil) {
         threads = n ?? defaultThreads()
         openblas_set_num_threads(Int32(threads))
+        omp_set_num_threads(Int32(threads))
         Parallel.workers = threads
     }
 

@@ -1,4 +1,6 @@
-// Measured sgemm throughput: the reference every efficiency number is a fraction of.
+// Measured matrix-product throughput: the reference every efficiency number is a fraction of, and the
+// comparison of the libraries that could run a product (oneDNN, which the engine uses; OpenBLAS sgemm; the
+// hand-written AMX kernel).
 import Foundation
 
 public enum GemmBenchmark {
@@ -14,10 +16,26 @@ public enum GemmBenchmark {
         var transB: Bool { self == .nt }
     }
 
+    /// Who runs the product: oneDNN (the engine's path, f32 or bf16), OpenBLAS cblas_sgemm (f32 only) or the
+    /// AMX kernel (bf16 only, AMX machines only).
+    public enum Library: String, CaseIterable, Sendable {
+        case dnnl, openblas, amx
+    }
+
+    /// Whether the AMX kernel can run here (AMX-BF16 present and granted to the process).
+    public static var amxAvailable: Bool { BF16Matmul.available }
+
+    /// oneDNN's implementation for the product a measurement runs (e.g. "brg:avx512_core").
+    public static func implementation(m: Int, n: Int, k: Int, form: Form, precision: MatmulPrecision) -> String {
+        (try? DNNLMatmul.implementation(
+            m: m, n: n, k: k, transA: form.transA, transB: form.transB, bf16: precision == .bf16, accumulate: form == .tn)) ?? "none"
+    }
+
     /// C[m,n] = op(A)[m,k]·op(B)[k,n] in the given form and precision (nt = A·Bᵀ, the engine's forward
     /// form), repeated for at least minSeconds. tn accumulates into C, as the weight gradient does.
     public static func measure(
-        m: Int, n: Int, k: Int, minSeconds: Double, form: Form = .nt, precision: MatmulPrecision = .f32
+        m: Int, n: Int, k: Int, minSeconds: Double, form: Form = .nt, precision: MatmulPrecision = .f32,
+        library: Library = .dnnl
     ) -> Result {
         let a = Buffer<Float>(count: m * k), b = Buffer<Float>(count: n * k), c = Buffer<Float>(count: m * n)
         for i in 0..<a.count { a[i] = Float(i % 7) * 0.01 }
@@ -25,7 +43,14 @@ public enum GemmBenchmark {
         let lda = form.transA ? m : k, ldb = form.transB ? k : n
         let beta: Float = form == .tn ? 1 : 0
         func call() {
-            gemm(precision, form.transA, form.transB, m, n, k, 1, a.pointer, lda, b.pointer, ldb, beta, c.pointer, n)
+            switch library {
+            case .dnnl:
+                gemm(precision, form.transA, form.transB, m, n, k, 1, a.pointer, lda, b.pointer, ldb, beta, c.pointer, n)
+            case .openblas:
+                Float.gemm(form.transA, form.transB, m, n, k, 1, a.pointer, lda, b.pointer, ldb, beta, c.pointer, n)
+            case .amx:
+                BF16Matmul.gemm(form.transA, form.transB, m, n, k, a.pointer, lda, b.pointer, ldb, accumulate: beta == 1, c.pointer, n)
+            }
         }
         call()  // warm-up
         var calls = 0
