@@ -3,22 +3,15 @@
 // cheap: a JSON value rewritten in place (config.json, tokenizer.json, the index, the safetensors header) and a
 // GGUF header field (count, length, type, dims, offset, metadata integer) overwritten.
 import Foundation
+import GradMapCore
 
-/// SplitMix64: a small seeded generator, so that a run is reproduced by its --seed.
-struct FuzzRNG {
-    var state: UInt64
+/// The fuzzer's draws from GradMapCore's seeded generator, so that a run is reproduced by its --seed.
+typealias FuzzRNG = SplitMix64
 
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
+extension SplitMix64 {
     /// Uniform in 0..<n (n > 0).
     mutating func below(_ n: Int) -> Int { Int(next() % UInt64(n)) }
-    mutating func chance(_ p: Double) -> Bool { Double(next() >> 11) / Double(1 << 53) < p }
+    mutating func chance(_ p: Double) -> Bool { nextUnit() < p }
     mutating func pick<T>(_ items: [T]) -> T { items[below(items.count)] }
 }
 

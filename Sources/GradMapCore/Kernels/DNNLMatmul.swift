@@ -39,18 +39,9 @@ enum DNNLMatmul {
         var engine: dnnl_engine_t? = nil
         var stream: dnnl_stream_t? = nil
         var products: [Key: Product] = [:]
-        /// op(A) then op(B) as dense BF16 bits, grow-only (fresh pages per product cost more than the product).
-        private var scratch: UnsafeMutablePointer<UInt16>? = nil
-        private var capacity = 0
-        func reserve(_ count: Int) -> UnsafeMutablePointer<UInt16> {
-            if count > capacity {
-                scratch?.deallocate()
-                capacity = max(count, capacity * 5 / 4)
-                scratch = UnsafeMutableRawPointer.allocate(byteCount: capacity * 2, alignment: 64)
-                    .bindMemory(to: UInt16.self, capacity: capacity)
-            }
-            return scratch!
-        }
+        /// op(A) then op(B) as dense BF16 bits.
+        private let scratch = BF16Scratch()
+        func reserve(_ count: Int) -> UnsafeMutablePointer<UInt16> { scratch.reserve(count) }
     }
     static let state = State()
 

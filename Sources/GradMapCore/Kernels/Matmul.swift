@@ -40,17 +40,8 @@ enum BF16Matmul {
     /// spread over threads), so one scratch area serves them all; the lock keeps that true if they ever do not.
     final class Scratch: @unchecked Sendable {
         let lock = NSLock()
-        private var base: UnsafeMutablePointer<UInt16>? = nil
-        private var capacity = 0
-        func reserve(_ count: Int) -> UnsafeMutablePointer<UInt16> {
-            if count > capacity {
-                base?.deallocate()
-                capacity = max(count, capacity * 5 / 4)
-                base = UnsafeMutableRawPointer.allocate(byteCount: capacity * 2, alignment: 64)
-                    .bindMemory(to: UInt16.self, capacity: capacity)
-            }
-            return base!
-        }
+        let bits = BF16Scratch()
+        func reserve(_ count: Int) -> UnsafeMutablePointer<UInt16> { bits.reserve(count) }
     }
     static let area = Scratch()
 

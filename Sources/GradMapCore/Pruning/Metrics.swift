@@ -165,16 +165,3 @@ func cosine<F: Real>(_ a: UnsafePointer<F>, _ b: UnsafePointer<F>, _ n: Int) -> 
     }
     return aa > 0 && bb > 0 ? ab / (aa.squareRoot() * bb.squareRoot()) : 0
 }
-
-/// A small deterministic generator (SplitMix64) so `random` and any tie-breaking agree on every rank.
-struct SplitMix64 {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func nextUnit() -> Double { Double(next() >> 11) / Double(1 << 53) }
-}
