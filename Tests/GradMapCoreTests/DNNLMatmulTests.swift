@@ -10,9 +10,13 @@ final class DNNLMatmulTests: XCTestCase {
         [(rows, out, inp, false, true, false), (rows, inp, out, false, false, false), (out, inp, rows, true, false, true)]
     }
 
-    func testModelShapesGiveTheSameBitsForOneAndTwoThreads() throws {
-        // SmolLM2 (hidden 576, intermediate 1536, kv 3 × 64, vocab 49152) at 64 and 256 tokens: oneDNN 2.6
-        // splits these products over m and n only, never over k, so each element's sum runs in one order.
+    func testModelShapesAgreeAcrossThreadCounts() throws {
+        // SmolLM2 (hidden 576, intermediate 1536, kv 3 × 64, vocab 49152) at 64 and 256 tokens, 1 against 2
+        // threads. No library promises the same bits here: oneDNN may split a product along k on another CPU,
+        // which reorders each element's sum of k terms. Bound: two orders of a float32 sum of k products
+        // differ by at most 2·k·2⁻²⁴·Σ|a||b| (+ |c| when accumulating), and Σ|a||b| ≤ k·max|a|·max|b| with
+        // |a|, |b| ≤ ~1.01 here. On AMD EPYC (Zen 4) oneDNN 2.6 splits none of these along k and the bits
+        // are the same (printed; docs/benchmarks.md).
         var products: [(Int, Int, Int, Bool, Bool, Bool)] = Self.linearProducts(rows: 256, out: 49152, inp: 576)
         for rows in [64, 256] {
             for (out, inp) in [(576, 576), (192, 576), (1536, 576), (576, 1536)] {
@@ -37,7 +41,10 @@ final class DNNLMatmulTests: XCTestCase {
                          accumulate ? 1 : 0, c.pointer, n)
                     results.append(Array(UnsafeBufferPointer(start: c.pointer, count: m * n)))
                 }
-                XCTAssertTrue(results[0] == results[1], "\(precision) \(m)x\(n)x\(k) transA \(transA) transB \(transB): 1 and 2 threads differ")
+                let bound = 2 * Double(k) * 0x1p-24 * (Double(k) * 1.03 + (accumulate ? 1.01 : 0))
+                let diff = maxAbsDiff(results[0], results[1])
+                XCTAssertLessThanOrEqual(diff, bound, "\(precision) \(m)x\(n)x\(k) transA \(transA) transB \(transB)")
+                if diff > 0 { print("threads: \(precision) \(m)x\(n)x\(k): 1 and 2 threads differ by \(diff) (bound \(bound))") }
             }
         }
     }
