@@ -55,9 +55,9 @@ DEFAULTS = {
     "100m": dict(windows=8, seq_len=256, micro_batches="1,4", gemm_seconds=1.0),
     "tiny": dict(windows=8, seq_len=32, micro_batches="1,4", gemm_seconds=0.05),
     # The ~1.1B BF16 model (make_random_model.py --preset 1b); PyTorch loads it as float32 like the engine.
-    "1b": dict(windows=4, seq_len=256, micro_batches="1", gemm_seconds=0.5),
+    "1b": dict(windows=4, seq_len=256, micro_batches="1", gemm_seconds=0.4),
     # The real default model: SmolLM2-135M converted from the GGUF (gradmap-dist convert), calibration text.
-    "smollm2": dict(windows=8, seq_len=256, micro_batches="1,4", gemm_seconds=1.0),
+    "smollm2": dict(windows=8, seq_len=256, micro_batches="1,4", gemm_seconds=0.4),
 }
 
 
@@ -82,8 +82,8 @@ def log(msg):
     print(msg, file=sys.stderr, flush=True)
 
 
-def run_json(cmd):
-    p = subprocess.run(cmd, capture_output=True, text=True)
+def run_json(cmd, env=None):
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if p.returncode != 0:
         sys.exit(f"command failed ({p.returncode}): {' '.join(cmd)}\n{p.stderr}")
     return json.loads(p.stdout)
@@ -128,34 +128,68 @@ def shape_key(m, n, k):
     return f"{m}x{n}x{k}"
 
 
-def flop_terms(cfg, windows, mb, t):
-    """[(name, shape key for the rate, flops)] of one forward over `windows` windows of t tokens, run in
-    micro-batches of mb windows (the micro-batch sets the shapes, hence the sgemm rate, not the FLOPs)."""
+def products(cfg, windows, mb, t):
+    """Every product one forward + backward runs over `windows` windows of t tokens in micro-batches of mb:
+    [(name, pass, form, (m, n, k), flops)] with pass "forward", "dx" (dL/dinput) or "dw" (dL/dweight) and the
+    form bench-gemm measures (nt = A·Bᵀ, nn = A·B, tn = Aᵀ·B). The micro-batch sets the shapes (hence the
+    rate), not the FLOPs. Linears with R = mb·t rows, input I, output O: forward nt R×O×I, dX nn R×I×O,
+    dW tn O×I×R. lm_head runs per window (t rows). Attention per window and head, the full t×t square (the
+    engine computes it all and masks): forward QKᵀ nt t×t×hd and PV nn t×hd×t; backward dV (tn), dP (nt),
+    dQ (nn), dK (tn), each 2·t²·hd. Its recomputed QKᵀ is executed but not counted (model FLOPs)."""
     h, i, v, L = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"], cfg["num_hidden_layers"]
     nh, nkv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
     hd = cfg.get("head_dim") or h // nh
-    qd, kvd, n, m, b = nh * hd, nkv * hd, windows * t, mb * t, windows
-    terms = [
-        ("q_proj", shape_key(m, qd, h), L * 2 * n * qd * h),
-        ("k_proj+v_proj", shape_key(m, kvd, h), L * 2 * 2 * n * kvd * h),
-        ("o_proj", shape_key(m, h, qd), L * 2 * n * h * qd),
-        ("gate_proj+up_proj", shape_key(m, i, h), L * 2 * 2 * n * i * h),
-        ("down_proj", shape_key(m, h, i), L * 2 * n * h * i),
-        ("attention QK^T", shape_key(t, t, hd), L * 2 * b * nh * t * t * hd),
-        ("attention PV", shape_key(t, hd, t), L * 2 * b * nh * t * t * hd),
-        ("lm_head", shape_key(t, v, h), 2 * n * v * h),
-    ]
-    return terms
+    qd, kvd, n, r = nh * hd, nkv * hd, windows * t, mb * t
+    out = []
+    for name, o, ii, count in (("q_proj", qd, h, L), ("k_proj+v_proj", kvd, h, 2 * L), ("o_proj", h, qd, L),
+                               ("gate_proj+up_proj", i, h, 2 * L), ("down_proj", h, i, L)):
+        f = count * 2 * n * o * ii
+        out += [(name, "forward", "nt", (r, o, ii), f), (name, "dx", "nn", (r, ii, o), f),
+                (name, "dw", "tn", (o, ii, r), f)]
+    att = L * 2 * windows * nh * t * t * hd
+    out += [("attention QKᵀ", "forward", "nt", (t, t, hd), att), ("attention PV", "forward", "nn", (t, hd, t), att),
+            ("attention dV", "dx", "tn", (t, hd, t), att), ("attention dP", "dx", "nt", (t, t, hd), att),
+            ("attention dQ", "dx", "nn", (t, hd, t), att), ("attention dK", "dx", "tn", (t, hd, t), att)]
+    f = 2 * n * v * h
+    out += [("lm_head", "forward", "nt", (t, v, h), f), ("lm_head", "dx", "nn", (t, h, v), f),
+            ("lm_head", "dw", "tn", (v, h, t), f)]
+    return out
 
 
-def gemm_shapes(cfg, b, t):
-    h, i, v = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
-    nh, nkv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
-    hd = cfg.get("head_dim") or h // nh
-    n = b * t
-    return [(n, nh * hd, h), (n, nkv * hd, h), (n, h, nh * hd), (n, i, h), (n, h, i), (n, v, h),
-            (t, v, h), (t, t, hd), (t, hd, t)]
+def pass_products(cfg, windows, mb, t, kind):
+    """The products a pass runs: forward (eval); forward_backward (grad-stats: every gradient, minus the
+    embedding's, which is a gather); decision (gradmap/taylor: the layers' weight gradients, so no lm_head dW,
+    and no dL/dh below layer 0: the q/k/v dX products of layer 0 are skipped)."""
+    ps = products(cfg, windows, mb, t)
+    if kind == "forward":
+        return [p for p in ps if p[1] == "forward"]
+    if kind == "forward_backward":
+        return ps
+    L = cfg["num_hidden_layers"]
+    out = []
+    for name, ph, form, shape, f in ps:
+        if name == "lm_head" and ph == "dw":
+            continue
+        if ph == "dx" and name in ("q_proj", "k_proj+v_proj"):
+            f = f * (L - 1) // L
+        out.append((name, ph, form, shape, f))
+    return out
 
+
+def gemm_requests(cfg, mbs, t):
+    """(form, shape) pairs the references need: linears and lm_head through oneDNN (2 threads), attention
+    through OpenBLAS one thread per head."""
+    linear, attention = [], []
+    for mb in mbs:
+        for name, _, form, shape, _ in products(cfg, mb, mb, t):
+            dest = attention if name.startswith("attention") else linear
+            if (form, shape) not in dest:
+                dest.append((form, shape))
+    return linear, attention
+
+
+def rate_key(form, shape):
+    return f"{form}:{shape_key(*shape)}"
 
 def torch_times(model_dir, tokens, t, windows, micro_batch, runs, threads, bf16=False):
     """PyTorch on the same windows: eval (no_grad forward + loss), grad (loss.backward() of every parameter,
@@ -228,15 +262,16 @@ def torch_gemm(shapes, threads, seconds):
     return out
 
 
-# Engine passes: (key in a row, command arguments, FLOPs key, PyTorch pass it is the same work as).
+# Engine passes: (key in a row, command arguments, FLOPs key, PyTorch pass it is the same work as, --matmul).
 PASSES = [
-    ("eval", ["eval"], "forward", ("fp32", "eval")),
-    ("grad-stats", ["grad-stats"], "forward_backward", ("fp32", "grad")),
-    ("decision", ["grad-stats", "--layer-matrices-only"], "decision", ("fp32", "grad_layers")),
+    ("eval", ["eval"], "forward", ("fp32", "eval"), "f32"),
+    ("grad-stats", ["grad-stats"], "forward_backward", ("fp32", "grad"), "f32"),
+    ("decision", ["grad-stats", "--layer-matrices-only"], "decision", ("fp32", "grad_layers"), "f32"),
     ("decision-wgrad-bf16", ["grad-stats", "--layer-matrices-only", "--matmul", "wgrad-bf16"], "decision",
-     ("fp32", "grad_layers")),
-    ("eval-bf16", ["eval", "--matmul", "bf16"], "forward", ("bf16", "eval")),
-    ("decision-bf16", ["grad-stats", "--layer-matrices-only", "--matmul", "bf16"], "decision", ("bf16", "grad_layers")),
+     ("fp32", "grad_layers"), "wgrad-bf16"),
+    ("eval-bf16", ["eval", "--matmul", "bf16"], "forward", ("bf16", "eval"), "bf16"),
+    ("decision-bf16", ["grad-stats", "--layer-matrices-only", "--matmul", "bf16"], "decision",
+     ("bf16", "grad_layers"), "bf16"),
 ]
 LABELS = {
     "eval": "forward (eval)", "grad-stats": "forward+backward, all gradients (grad-stats)",
@@ -246,35 +281,39 @@ LABELS = {
 }
 
 
-def decision_flops(cfg, windows, t, fwd):
-    """A gradmap decision: forward + backward minus the products it skips (lm_head's dW, and dL/dh below the
-    first layer, i.e. the q/k/v input products of layer 0)."""
-    h, v = cfg["hidden_size"], cfg["vocab_size"]
-    nh, nkv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
-    hd = cfg.get("head_dim") or h // nh
-    n = windows * t
-    return 3 * fwd - 2 * n * v * h - 2 * n * h * (nh * hd + 2 * nkv * hd)
+def product_precision(matmul, name, phase):
+    """The arithmetic a product runs in under --matmul: attention is float32 always (OpenBLAS), linears and
+    lm_head follow the mode (wgrad-bf16: only the dW products in BF16)."""
+    if name.startswith("attention"):
+        return "attention"
+    if matmul == "bf16" or (matmul == "wgrad-bf16" and phase == "dw"):
+        return "bf16"
+    return "f32"
 
 
 def derive(results):
-    """FLOPs, GFLOP/s and the sgemm reference of every engine row (from the raw seconds and rates)."""
+    """FLOPs, GFLOP/s and the product reference of every engine row (from the raw seconds and rates). The
+    reference is what the pass's products would take if each ran at the rate bench-gemm measured for its
+    form, shape and arithmetic in the same run: ref = Σ flops / Σ (flops_i / rate_i)."""
     cfg, windows, t = results["config"], results["windows"], results["seq_len"]
-    rate = {shape_key(s["m"], s["n"], s["k"]): s["gflops"] for s in results["gemm"]["shapes"]}
+    rates = results["rates"]
     for row in results["engine"]:
-        terms = flop_terms(cfg, windows, row["micro_batch"], t)
-        fwd = sum(f for _, _, f in terms)
-        ref = fwd / sum(f / rate[k] for _, k, f in terms)  # the same for forward+backward: every term doubles
-        row["flops"] = {"forward": fwd, "forward_backward": 3 * fwd, "decision": decision_flops(cfg, windows, t, fwd),
-                        "terms": {name: f for name, _, f in terms}}
-        row["sgemm_ref_gflops"] = ref
-        for cmd, _, fkey, _ in PASSES:
+        mb = row["micro_batch"]
+        row["flops"], row["product_ref_gflops"] = {}, {}
+        for cmd, _, fkey, _, matmul in PASSES:
             if cmd not in row:
                 continue
-            flops = row["flops"][fkey]
+            ps = pass_products(cfg, windows, mb, t, fkey)
+            flops = sum(p[4] for p in ps)
+            secs = sum(f / (rates[product_precision(matmul, name, ph)][rate_key(form, shape)] * 1e9)
+                       for name, ph, form, shape, f in ps)
             m = row[cmd]
+            m["flops"] = flops
+            m["product_ref_gflops"] = flops / secs / 1e9
+            m["product_seconds"] = secs
             m["tokens_per_s"] = windows * t / m["seconds"]
             m["gflops"] = flops / m["seconds"] / 1e9
-            m["fraction_of_sgemm"] = m["gflops"] / ref
+            m["fraction_of_products"] = m["gflops"] / m["product_ref_gflops"]
 
 
 def torch_row(results, mb, precision):
@@ -286,18 +325,18 @@ def torch_row(results, mb, precision):
 
 def print_tables(results, out_path):
     m, windows, t = results["machine"], results["windows"], results["seq_len"]
-    print(f"\n{results['preset']}: {windows} windows x {t} tokens, best of {results['runs']}; {m['cpu']}, "
-          f"{m['cores']} cores, OpenBLAS {m['blas_core']} x {m['blas_threads']} threads\n")
+    print(f"\n{results['preset']}: {windows} windows x {t} tokens, best of {results['runs']}; {m['cpu']} "
+          f"({m.get('cpu_id', '?')}), {m['cores']} cores, {m['threads']} threads; oneDNN {m.get('dnnl_impl', '?')}\n")
     print("Same work: each engine pass against the PyTorch pass computing the same quantities (grad-stats: "
           "loss.backward() of every parameter; decision: only the layers' weight matrices require grad; "
-          "bf16: torch.autocast bf16). Last column: against PyTorch float32 loss.backward() of everything.\n")
-    print("| micro-batch | pass | seconds | tokens/s | model GFLOP | GFLOP/s | % of sgemm "
-          "| PyTorch same work s | engine / PyTorch (same work) | engine / PyTorch fp32 full backward |")
+          "bf16: torch.autocast bf16). % of products: the pass's model GFLOP/s against the rate its own "
+          "products reach in bench-gemm (each at its form, shape and arithmetic, measured in this run).\n")
+    print("| micro-batch | pass | seconds | tokens/s | model GFLOP | GFLOP/s | products alone s | % of products "
+          "| PyTorch same work s | engine / PyTorch (same work) |")
     print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for row in results["engine"]:
         mb = row["micro_batch"]
-        fp32 = torch_row(results, mb, "fp32")
-        for cmd, _, fkey, (tprec, tkey) in PASSES:
+        for cmd, _, fkey, (tprec, tkey), _ in PASSES:
             if cmd not in row:
                 continue
             e = row[cmd]
@@ -305,24 +344,29 @@ def print_tables(results, out_path):
             same = tr[tkey]["seconds"] if tr and tkey in tr else None
             ts = f"{same:.3f}" if same else "-"
             ratio = f"{e['seconds'] / same:.2f}" if same else "-"
-            full = fp32["grad"]["seconds"] if fp32 and "grad" in fp32 and fkey != "forward" else (
-                fp32["eval"]["seconds"] if fp32 else None)
-            vs_full = f"{e['seconds'] / full:.2f}" if full else "-"
-            frac = f"{100 * e['fraction_of_sgemm']:.0f}%" if "bf16" not in cmd else f"({100 * e['fraction_of_sgemm']:.0f}%)"
-            print(f"| {mb} | {LABELS[cmd]} | {e['seconds']:.3f} | {e['tokens_per_s']:.0f} | {row['flops'][fkey] / 1e9:.4g} "
-                  f"| {e['gflops']:.3g} | {frac} | {ts} | {ratio} | {vs_full} |")
-    print("\n(For bf16 passes the % is against the FP32 sgemm rate: above 100% means faster than FP32 BLAS could be.)")
+            print(f"| {mb} | {LABELS[cmd]} | {e['seconds']:.3f} | {e['tokens_per_s']:.0f} | {e['flops'] / 1e9:.4g} "
+                  f"| {e['gflops']:.3g} | {e['product_seconds']:.3f} | {100 * e['fraction_of_products']:.0f}% "
+                  f"| {ts} | {ratio} |")
     torch_mm = {(s["m"], s["n"], s["k"]): s["gflops"] for s in results.get("torch_gemm") or []}
-    print("\n| sgemm M×N×K (C = A·Bᵀ) | OpenBLAS GFLOP/s (engine) | PyTorch matmul GFLOP/s |")
-    print("|---|---:|---:|")
-    for s in results["gemm"]["shapes"]:
-        tm = torch_mm.get((s["m"], s["n"], s["k"]))
-        print(f"| {s['m']}×{s['n']}×{s['k']} | {s['gflops']:.1f} | {f'{tm:.1f}' if tm else '-'} |")
+    print("\n| product | form | M×N×K | oneDNN f32 GFLOP/s | oneDNN bf16 GFLOP/s | PyTorch f32 matmul GFLOP/s |")
+    print("|---|---|---|---:|---:|---:|")
+    rates = results["rates"]
+    for key, g in rates["f32"].items():
+        form, shape = key.split(":")
+        dims = tuple(int(x) for x in shape.split("x"))
+        b = rates.get("bf16", {}).get(key)
+        tm = torch_mm.get(dims) if form == "nt" else None
+        print(f"| linear | {form} | {shape.replace('x', '×')} | {g:.1f} | {f'{b:.1f}' if b else '-'} "
+              f"| {f'{tm:.1f}' if tm else '-'} |")
+    for key, g in rates["attention"].items():
+        form, shape = key.split(":")
+        print(f"| attention (OpenBLAS, 1 thread per head, × threads) | {form} | {shape.replace('x', '×')} "
+              f"| {g:.1f} | - | - |")
     if results["torch"]:
         print("\nloss check (engine vs PyTorch, same windows):")
         for row in results["engine"]:
             mb = row["micro_batch"]
-            for cmd, _, _, (tprec, tkey) in PASSES:
+            for cmd, _, _, (tprec, tkey), _ in PASSES:
                 tr = torch_row(results, mb, tprec)
                 if cmd in row and tr and tkey in tr:
                     print(f"  micro-batch {mb} {cmd}: {row[cmd]['loss']:.6f} vs PyTorch {tprec} {tkey} {tr[tkey]['loss']:.6f}")
@@ -334,6 +378,22 @@ def print_tables(results, out_path):
         if max(busy.values()) > 0.1:
             print("warning: the machine was not idle; other processes shared the cores, numbers are low and noisy")
     print(f"\nJSON: {os.path.relpath(out_path, REPO)}")
+
+
+def cpu_id():
+    """vendor, family/model and the ISA flags that decide the products (from /proc/cpuinfo)."""
+    info = {}
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if ":" in line:
+                k, v = (x.strip() for x in line.split(":", 1))
+                info.setdefault(k, v)
+            if not line.strip():
+                break
+    flags = [x for x in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+             if x in info.get("flags", "").split()]
+    return f"{info.get('vendor_id', '?')} family {info.get('cpu family', '?')} model {info.get('model', '?')}; " + \
+        " ".join(flags)
 
 
 def main():
@@ -400,33 +460,49 @@ def main():
             k: cfg.get(k) for k in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
                                     "num_key_value_heads", "head_dim", "vocab_size", "tie_word_embeddings")},
         "windows": windows, "seq_len": t, "runs": args.runs,
-        "machine": {"cpu": cpu_model(), "cores": os.cpu_count()},
+        "machine": {"cpu": cpu_model(), "cpu_id": cpu_id(), "cores": os.cpu_count()},
         "other_cpu_busy": {"before_engine": cpu_busy()},
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "git": git_state(),
         "engine": [], "gemm": None, "torch": [],
     }
 
-    # sgemm reference at every shape the FLOP count uses, measured before, between and after the engine runs.
-    shapes = []
-    for mb in mbs:
-        for sh in gemm_shapes(cfg, mb, t):
-            if sh not in shapes:
-                shapes.append(sh)
+    # Product references at every form and shape the passes run, before, between and after the engine runs
+    # (per shape the best counts, as the engine's best run does: both sides are "when the machine let it run").
+    linear, attention = gemm_requests(cfg, mbs, t)
+    precisions = ["f32"] + (["bf16"] if "bf16" in matmuls else [])
     gemm_runs = []
 
-    def bench_gemm():
-        log(f"bench-gemm: {len(shapes)} shapes x {gemm_seconds} s")
-        return run_json([binary, "bench-gemm", "--shapes", ",".join(shape_key(*sh) for sh in shapes),
-                         "--seconds", str(gemm_seconds), "--json"])
+    def bench(requests, extra, env=None):
+        out = {}
+        for form in ("nt", "nn", "tn"):
+            shapes = [sh for f, sh in requests if f == form]
+            if shapes:
+                r = run_json([binary, "bench-gemm", "--forms", form, "--shapes", ",".join(shape_key(*sh) for sh in shapes),
+                              "--seconds", str(gemm_seconds), "--json", *extra], env=env)
+                for x in r["shapes"]:
+                    out[rate_key(form, (x["m"], x["n"], x["k"]))] = x
+        return out, r
 
-    gemm_runs.append(bench_gemm())
+    def bench_all():
+        log(f"bench-gemm: {len(linear)} linear products x {precisions}, {len(attention)} attention products")
+        run = {}
+        for prec in precisions:
+            run[prec], info = bench(linear, ["--matmul", prec])
+        # Attention runs one head per thread, each product single-threaded: its reference is the one-thread
+        # rate times the threads.
+        one, _ = bench(attention, ["--library", "openblas"], env=dict(os.environ, GRADMAP_BLAS_THREADS="1"))
+        run["attention"] = {k: dict(x, gflops=x["gflops"] * info["blas_threads"]) for k, x in one.items()}
+        run["threads"] = info["blas_threads"]
+        return run
+
+    gemm_runs.append(bench_all())
 
     # Engine runs.
     base = ["--model", model_dir, "--tokens", tokens, "--seq-len", str(t), "--max-windows", str(windows), "--json"]
     passes = [p for p in PASSES if "bf16" not in p[0] or "bf16" in matmuls]
     for mb in mbs:
         row = {"micro_batch": mb}
-        for cmd, argv, _, _ in passes:
+        for cmd, argv, _, _, _ in passes:
             secs, loss = [], None
             for r in range(args.runs):
                 out = run_json([binary, *argv, *base, "--micro-batch", str(mb)])
@@ -436,22 +512,16 @@ def main():
             row[cmd] = {"seconds": min(secs), "all_seconds": secs, "loss": loss}
         results["engine"].append(row)
         if mb != mbs[-1]:
-            gemm_runs.append(bench_gemm())
+            gemm_runs.append(bench_all())
 
     results["other_cpu_busy"]["after_engine"] = cpu_busy()
-    gemm_runs.append(bench_gemm())
-    # Per shape the best of the bench-gemm runs (before, between and after the engine runs), as the engine's
-    # seconds are the best of --runs: both sides of the ratio are then "when the machine let it run".
-    best = {}
-    for g in gemm_runs:
-        for sh in g["shapes"]:
-            key = shape_key(sh["m"], sh["n"], sh["k"])
-            if key not in best or sh["gflops"] > best[key]["gflops"]:
-                best[key] = sh
-    gemm = dict(gemm_runs[0], shapes=[best[shape_key(*sh)] for sh in shapes])
-    results["gemm"] = gemm
+    gemm_runs.append(bench_all())
+    results["rates"] = {
+        kind: {key: max(g[kind][key]["gflops"] for g in gemm_runs) for key in gemm_runs[0][kind]}
+        for kind in precisions + ["attention"]}
     results["gemm_runs"] = gemm_runs
-    results["machine"].update(blas_core=gemm["blas_core"], blas_threads=gemm["blas_threads"])
+    results["machine"].update(threads=gemm_runs[0]["threads"], dnnl_impl=", ".join(sorted(
+        {x.get("impl", "?") for kind in precisions for x in gemm_runs[0][kind].values()})))
 
     # PyTorch.
     if not args.no_torch:
@@ -459,10 +529,10 @@ def main():
         for mb in mbs:
             log(f"pytorch micro-batch {mb}")
             for bf16 in ([False, True] if "bf16" in matmuls else [False]):
-                r = torch_times(model_dir, tokens, t, windows, mb, args.runs, gemm["blas_threads"], bf16=bf16)
+                r = torch_times(model_dir, tokens, t, windows, mb, args.runs, results["machine"]["threads"], bf16=bf16)
                 r["micro_batch"] = mb
                 results["torch"].append(r)
-        results["torch_gemm"] = torch_gemm(shapes, gemm["blas_threads"], gemm_seconds)
+        results["torch_gemm"] = torch_gemm([sh for f, sh in linear if f == "nt"], results["machine"]["threads"], gemm_seconds)
     results["other_cpu_busy"]["after"] = cpu_busy()
 
     derive(results)

@@ -287,15 +287,3 @@ void gm_bf16_round(const float *x, float *y, size_t count) {
     for (size_t i = 0; i < count; i++) y[i] = round_bf16(x[i]);
 }
 
-void gm_bf16_convert(const float *x, int cols, int ld, uint16_t *y, int r0, int r1) {
-    for (int r = r0; r < r1; r++) {
-        const float *row = x + (size_t)r * ld;
-        uint16_t *out = y + (size_t)r * cols;
-        for (int c = 0; c < cols; c++) {
-            uint32_t u;
-            memcpy(&u, &row[c], 4);
-            if ((u & 0x7f800000u) != 0x7f800000u) u += 0x7fffu + ((u >> 16) & 1u);
-            out[c] = (uint16_t)(u >> 16);
-        }
-    }
-}

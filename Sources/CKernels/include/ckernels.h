@@ -35,4 +35,30 @@ void gm_bf16_round(const float *x, float *y, size_t count);
 /// gm_bf16_round), written densely: row r of y starts at r·cols. The inputs of oneDNN's BF16 products.
 void gm_bf16_convert(const float *x, int cols, int ld, uint16_t *y, int r0, int r1);
 
+// The step's float32 kernels outside the products (elementwise.c). One exponential serves them all.
+
+/// y[i] = exp(x[i]) (about 1 ulp on [-87.3, 88]; 0 below, e^88 above).
+void gm_exp(const float *x, float *y, size_t count);
+
+/// One causal attention row: row[0 ..< valid] = softmax(row[0 ..< valid]), row[valid ..< total] = 0.
+/// Returns the row's log-sum-exp.
+float gm_softmax_causal_row(float *row, int valid, int total);
+
+/// The row's probabilities again from its log-sum-exp: row[j] = exp(row[j] - lse) for j < valid, else 0.
+void gm_softmax_recompute_row(float *row, int valid, int total, float lse);
+
+/// dS row of attention: with D = Σ_e out[e]·dout[e] (hd terms), ds[j] = p[j]·(ds[j] - D) for j < valid,
+/// else 0.
+void gm_softmax_backward_row(const float *p, float *ds, int valid, int total, const float *out, const float *dout, int hd);
+
+/// act[i] = silu(gate[i]) · up[i], silu(g) = g·σ(g).
+void gm_swiglu_forward(float *act, const float *gate, const float *up, size_t count);
+
+/// dgate = dact·up·σ(g)(1 + g(1 - σ(g))), dup = dact·silu(g).
+void gm_swiglu_backward(float *dgate, float *dup, const float *dact, const float *gate, const float *up, size_t count);
+
+/// One next-token row of cross-entropy: returns logsumexp(row) - row[target] (the sum of exponentials in
+/// double). With wantGradient, row becomes gradScale·(softmax(row) - onehot(target)).
+double gm_cross_entropy_row(float *row, int v, int target, float gradScale, int wantGradient);
+
 #endif

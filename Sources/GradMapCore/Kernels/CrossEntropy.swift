@@ -1,5 +1,6 @@
 // Next-token cross-entropy over one window: position t predicts token t+1; the last position has no target.
 // Rows are shared among threads; each row's NLL goes to its own slot and the slots are summed in order.
+import CKernels
 import Foundation
 
 /// Returns Σ_{t<T-1} (logsumexp(logits[t]) - logits[t, ids[t+1]]) in Double, using rowLoss[T] as scratch.
@@ -17,9 +18,14 @@ func crossEntropy<F: Real>(
                 if gradScale != nil { row.update(repeating: 0, count: v) }
                 continue
             }
+            let target = Int(ids[r + 1])
+            if let rowF = asFloat(row) {
+                let scale = gradScale.map { Float($0.double) } ?? 0
+                rowLoss[r] = gm_cross_entropy_row(rowF, Int32(v), Int32(target), scale, gradScale == nil ? 0 : 1)
+                continue
+            }
             var mx = row[0]
             for j in 1..<v where row[j] > mx { mx = row[j] }
-            let target = Int(ids[r + 1])
             let targetLogit = row[target]
             var sum = 0.0  // Double: V terms of very different size
             if let scale = gradScale {

@@ -1,9 +1,16 @@
 // The SwiGLU nonlinearity of the LLaMA MLP: act = silu(gate) ⊙ up. Elementwise, shared among threads.
+import CKernels
 
 /// act[N·I] = silu(gate) ⊙ up, silu(x) = x · σ(x)
 func swigluForward<F: Real>(
     _ act: UnsafeMutablePointer<F>, _ gate: UnsafePointer<F>, _ up: UnsafePointer<F>, count: Int
 ) {
+    if let a = asFloat(act), let g = asFloat(gate), let u = asFloat(up) {
+        Parallel.chunks(count, size: 16384) { _, r in
+            gm_swiglu_forward(a + r.lowerBound, g + r.lowerBound, u + r.lowerBound, r.count)
+        }
+        return
+    }
     Parallel.chunks(count, size: 16384) { _, range in
         for i in range {
             let g = gate[i]
@@ -17,6 +24,13 @@ func swigluBackward<F: Real>(
     dgate: UnsafeMutablePointer<F>, dup: UnsafeMutablePointer<F>,
     dact: UnsafePointer<F>, gate: UnsafePointer<F>, up: UnsafePointer<F>, count: Int
 ) {
+    if let dg = asFloat(dgate), let du = asFloat(dup), let da = asFloat(dact), let g = asFloat(gate), let u = asFloat(up) {
+        Parallel.chunks(count, size: 16384) { _, r in
+            let o = r.lowerBound
+            gm_swiglu_backward(dg + o, du + o, da + o, g + o, u + o, r.count)
+        }
+        return
+    }
     Parallel.chunks(count, size: 16384) { _, range in
         for i in range {
             let g = gate[i]

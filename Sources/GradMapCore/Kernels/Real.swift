@@ -52,3 +52,16 @@ extension Double: Real {
     @inline(__always) public static func log(_ x: Double) -> Double { Foundation.log(x) }
     @inline(__always) public var double: Double { self }
 }
+
+// The kernels with a vectorised float32 version in CKernels (elementwise.c) run it when F is Float; the
+// generic loops stay for Double, where the finite-difference tests check them, and the float32 versions are
+// tested against those (ElementwiseKernelTests).
+@inline(__always)
+func asFloat<F: Real>(_ p: UnsafeMutablePointer<F>) -> UnsafeMutablePointer<Float>? {
+    F.self == Float.self ? UnsafeMutableRawPointer(p).assumingMemoryBound(to: Float.self) : nil
+}
+
+@inline(__always)
+func asFloat<F: Real>(_ p: UnsafePointer<F>) -> UnsafePointer<Float>? {
+    F.self == Float.self ? UnsafeRawPointer(p).assumingMemoryBound(to: Float.self) : nil
+}
