@@ -5,6 +5,8 @@ public indirect enum JSONValue: Sendable {
     case null
     case bool(Bool)
     case int(Int)
+    /// A UInt64 beyond Int's range (a seed) written exactly.
+    case uint(UInt64)
     case double(Double)
     case string(String)
     case array([JSONValue])
@@ -21,6 +23,7 @@ public indirect enum JSONValue: Sendable {
         case .null: out += "null"
         case .bool(let b): out += b ? "true" : "false"
         case .int(let i): out += String(i)
+        case .uint(let u): out += String(u)
         case .double(let d):
             if d.isFinite {
                 if d == d.rounded(), abs(d) < 1e15 { out += String(format: "%.1f", d) } else { out += "\(d)" }
