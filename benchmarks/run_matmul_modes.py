@@ -4,7 +4,12 @@ fetched GGUF and text) under --matmul f32, wgrad-bf16 and bf16: removed layers, 
 scoring time. wgrad-bf16 changes only weight-gradient products, so it is run for the metrics that have them.
 
     python3 benchmarks/run_matmul_modes.py [--metrics gradmap,taylor,bi] [--remove 8] [--calib-windows 16]
-        [--eval-windows 16] [--binary PATH] [--out .cache/bench/matmul-modes.json]
+        [--eval-windows 16] [--compensate] [--binary PATH] [--out .cache/bench/matmul-modes.json]
+
+--metrics takes prune's metric names, optionally with "+verify3" (e.g. fisher+verify3 runs
+`--metric fisher --verify-top 3`); --remove takes a list (4,8: each K is its own prune, which matters when
+compensation between decisions can change later ones); --compensate keeps prune's default compensation
+(`--compensate-at auto`) instead of `--no-compensate`.
 
 Prints a markdown table (pasted into docs/benchmarks.md).
 """
@@ -14,6 +19,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WEIGHT_GRADIENT_METRICS = {"gradmap", "taylor"}
@@ -22,7 +28,8 @@ WEIGHT_GRADIENT_METRICS = {"gradmap", "taylor"}
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--metrics", default="gradmap,taylor,bi")
-    ap.add_argument("--remove", type=int, default=8)
+    ap.add_argument("--remove", default="8")
+    ap.add_argument("--compensate", action="store_true")
     ap.add_argument("--calib-windows", type=int, default=16)
     ap.add_argument("--eval-windows", type=int, default=16)
     ap.add_argument("--seq-len", type=int, default=256)
@@ -41,27 +48,33 @@ def main():
             subprocess.run([a.binary, "tokenize", "--model", model, "--text", os.path.join(wiki, name + ".txt"),
                             "--out", os.path.join(wiki, name + ".bin")], check=True)
     rows = []
-    print(f"| metric | --matmul | removed layers (in order) | held-out ppl | scoring s |")
-    print("|---|---|---|---:|---:|")
+    print(f"| metric | K | --matmul | removed layers (in order) | held-out ppl | scoring s | job s |")
+    print("|---|---:|---|---|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
-        for metric in a.metrics.split(","):
-            modes = ["f32", "wgrad-bf16", "bf16"] if metric in WEIGHT_GRADIENT_METRICS else ["f32", "bf16"]
-            for mode in modes:
-                cmd = [os.path.join(ROOT, "launch", "run"), "-np", str(a.np), "--bin", a.binary, "prune",
-                       "--model", model, "--tokens", os.path.join(wiki, "calib.bin"), "--seq-len", str(a.seq_len),
-                       "--calib-windows", str(a.calib_windows), "--eval-tokens", os.path.join(wiki, "eval.bin"),
-                       "--eval-windows", str(a.eval_windows), "--metric", metric, "--remove", str(a.remove),
-                       "--no-compensate", "--skip-original-eval", "--matmul", mode, "--out", os.path.join(tmp, f"{metric}-{mode}"), "--json"]
-                r = subprocess.run(cmd, capture_output=True, text=True)
-                if r.returncode != 0:
-                    sys.exit(f"failed: {' '.join(cmd)}\n{r.stderr}")
-                o = json.loads(r.stdout.strip().splitlines()[-1])
-                ppl = o["eval"]["ppl_pruned"]
-                row = {"metric": metric, "matmul": mode, "removed": o["removed"], "ppl": ppl,
-                       "scoring_seconds": o["seconds"]["scoring"], "scores": o["scores"]}
-                rows.append(row)
-                print(f"| {metric} | {mode} | {' '.join(map(str, o['removed']))} | {ppl:.2f} | {o['seconds']['scoring']:.0f} |",
-                      flush=True)
+        for spec, remove, mode in [(sp, int(k), m) for sp in a.metrics.split(",") for k in a.remove.split(",")
+                                   for m in (["f32", "wgrad-bf16", "bf16"] if sp.split("+")[0] in WEIGHT_GRADIENT_METRICS
+                                             else ["f32", "bf16"])]:
+            metric = spec.split("+")[0]
+            extra = ["--verify-top", "3"] if spec.endswith("+verify3") else []
+            extra += [] if a.compensate else ["--no-compensate"]
+            cmd = [os.path.join(ROOT, "launch", "run"), "-np", str(a.np), "--bin", a.binary, "prune",
+                   "--model", model, "--tokens", os.path.join(wiki, "calib.bin"), "--seq-len", str(a.seq_len),
+                   "--calib-windows", str(a.calib_windows), "--eval-tokens", os.path.join(wiki, "eval.bin"),
+                   "--eval-windows", str(a.eval_windows), "--metric", metric, "--remove", str(remove),
+                   *extra, "--skip-original-eval", "--matmul", mode, "--out", os.path.join(tmp, f"{spec}-{remove}-{mode}"), "--json"]
+            start = time.perf_counter()
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            job = time.perf_counter() - start
+            if r.returncode != 0:
+                sys.exit(f"failed: {' '.join(cmd)}\n{r.stderr}")
+            o = json.loads(r.stdout.strip().splitlines()[-1])
+            ppl = o["eval"]["ppl_pruned"]
+            row = {"metric": spec, "remove": remove, "matmul": mode, "removed": o["removed"], "ppl": ppl,
+                   "scoring_seconds": o["seconds"]["scoring"], "job_seconds": job, "scores": o["scores"],
+                   "compensation": o.get("compensation")}
+            rows.append(row)
+            print(f"| {spec.replace('+verify3', ' --verify-top 3')} | {remove} | {mode} | {' '.join(map(str, o['removed']))} "
+                  f"| {ppl:.2f} | {o['seconds']['scoring']:.0f} | {job:.0f} |", flush=True)
     os.makedirs(os.path.dirname(a.out), exist_ok=True)
     json.dump(rows, open(a.out, "w"), indent=1)
 

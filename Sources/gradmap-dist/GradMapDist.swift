@@ -62,8 +62,11 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .long, help: "store: keep each layer's internals for the backward; recompute: keep only layer inputs and rerun each layer's forward in the backward (about 1/3 more compute, far less memory).")
     var activations: ActivationPolicy = .store
 
-    @Option(name: .long, help: "f32: every product in FP32; bf16: the linear and lm_head products (oneDNN) take BF16-rounded inputs and accumulate in FP32 (attention, norms, loss stay FP32); wgrad-bf16: only the weight-gradient products dL/dW do, the forward and activation gradients stay FP32. bf16 and wgrad-bf16 need a CPU with BF16 products (AVX512-BF16 or AMX).")
-    var matmul: MatmulPrecision = .f32
+    @Option(name: .customLong("matmul"), help: "f32: every product in FP32; bf16: the linear and lm_head products (oneDNN) take BF16-rounded inputs and accumulate in FP32 (attention, norms, loss stay FP32); wgrad-bf16: only the weight-gradient products dL/dW do, the forward and activation gradients stay FP32. bf16 and wgrad-bf16 need a CPU with BF16 products (AVX512-BF16 or AMX). Default: bf16 on such a CPU, else f32.")
+    var matmulFlag: MatmulPrecision?
+
+    /// The products' arithmetic: as given, else the machine's default.
+    var matmul: MatmulPrecision { matmulFlag ?? .machineDefault }
 
     func validate() throws { try checkMatmulAvailable(matmul) }
 

@@ -239,7 +239,7 @@ struct PruneCommand: ParsableCommand {
         var out: [(String, JSONValue)] = [("command", .string(CommandLine.arguments.joined(separator: " ")))]
         out += fields
         out += [
-            ("seq_len", .int(inputs.seqLen)), ("seed", .uint(inputs.seed)),
+            ("seq_len", .int(inputs.seqLen)), ("seed", .uint(inputs.seed)), ("matmul", .string(inputs.model.matmul.rawValue)),
             ("calibration_windows", .array(calib.map { .int($0) })),
             ("validation_windows", .array(validation.map { .int($0) })),
             ("decisions", r.decisionDetail), ("compensation_detail", r.compensationDetail),

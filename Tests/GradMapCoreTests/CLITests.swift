@@ -14,7 +14,8 @@ final class CLITests: XCTestCase {
         for name in ["llama_gqa", "llama_sharded_f16"] {
             let ref = try Fixtures.reference(name)
             let d = Fixtures.dir(name)
-            let r = try runProcess(binaryPath, ["eval", "--model", d, "--tokens", d + "/tokens.bin", "--seq-len", "\(ref.seqLen)", "--json"])
+            // FP32 products: the reference is float64 PyTorch (the machine's default may be bf16).
+            let r = try runProcess(binaryPath, ["eval", "--model", d, "--tokens", d + "/tokens.bin", "--seq-len", "\(ref.seqLen)", "--matmul", "f32", "--json"])
             XCTAssertEqual(r.status, 0, r.stderr)
             let o = try json(r.stdout)
             XCTAssertEqual(Array(o.keys).sorted(), ["loss", "ppl", "seconds", "tokens", "windows"])
@@ -51,11 +52,31 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(try json(r2.stdout)["tokens"] as? Int, 20)
     }
 
+    /// Without --matmul the products run in bf16 where this CPU has BF16 products, else in f32: the default
+    /// run's loss equals, to the bit, the run that names that mode, and differs from the other mode's.
+    func testMatmulDefaultIsBF16WhereAvailable() throws {
+        let d = Fixtures.dir("llama_gqa")
+        let ref = try Fixtures.reference("llama_gqa")
+        func loss(_ extra: [String], env: [String: String] = [:]) throws -> Double {
+            let r = try runProcess(binaryPath, ["eval", "--model", d, "--tokens", d + "/tokens.bin", "--seq-len", "\(ref.seqLen)", "--json"] + extra, env: env)
+            XCTAssertEqual(r.status, 0, r.stderr)
+            return try json(r.stdout)["loss"] as! Double
+        }
+        let expected = MatmulPrecision.bf16Available ? "bf16" : "f32"
+        let defaultLoss = try loss([])
+        XCTAssertEqual(defaultLoss, try loss(["--matmul", expected]))
+        if MatmulPrecision.bf16Available {
+            XCTAssertNotEqual(defaultLoss, try loss(["--matmul", "f32"]), "bf16 and f32 products gave the same loss")
+        }
+        // A CPU without BF16 products (GRADMAP_NO_BF16=1 stands in for one) runs f32 by default, not refused.
+        XCTAssertEqual(try loss([], env: ["GRADMAP_NO_BF16": "1"]), try loss(["--matmul", "f32"]))
+    }
+
     func testGradStatsJSONMatchesReferenceNorms() throws {
         let name = "qwen2_tied"
         let ref = try Fixtures.reference(name)
         let d = Fixtures.dir(name)
-        let r = try runProcess(binaryPath, ["grad-stats", "--model", d, "--tokens", d + "/tokens.bin", "--seq-len", "\(ref.seqLen)", "--json"])
+        let r = try runProcess(binaryPath, ["grad-stats", "--model", d, "--tokens", d + "/tokens.bin", "--seq-len", "\(ref.seqLen)", "--matmul", "f32", "--json"])
         XCTAssertEqual(r.status, 0, r.stderr)
         let o = try json(r.stdout)
         XCTAssertEqual((o["loss"] as! NSNumber).doubleValue, ref.loss, accuracy: 1e-4)

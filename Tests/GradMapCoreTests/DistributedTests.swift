@@ -57,7 +57,8 @@ final class DistributedTests: XCTestCase {
         for name in ["llama_sharded_f16", "qwen2_tied"] {
             let (refLoss, refNorms) = try reference(name)
             let d = Fixtures.dir(name)
-            let base = ["--model", d, "--tokens", Self.tokens, "--seq-len", "16", "--json"]
+            // FP32 products, as the in-process reference runs them (the machine's default may be bf16).
+            let base = ["--model", d, "--tokens", Self.tokens, "--seq-len", "16", "--matmul", "f32", "--json"]
             for (np, stages) in [(1, 1), (2, 1), (2, 2), (3, 1), (3, 3), (4, 1), (4, 2)] {
                 for microBatch in [1, 3] {
                     let label = "\(name) np=\(np) S=\(stages) B=\(microBatch)"
@@ -88,7 +89,7 @@ final class DistributedTests: XCTestCase {
         // With at most 100 elements per MPI call every activation, gradient and reduction is split.
         let name = "qwen2_tied"
         let (refLoss, refNorms) = try reference(name)
-        let r = try mpi(4, ["grad-stats", "--model", Fixtures.dir(name), "--tokens", Self.tokens, "--seq-len", "16", "--json", "--stages", "2"],
+        let r = try mpi(4, ["grad-stats", "--model", Fixtures.dir(name), "--tokens", Self.tokens, "--seq-len", "16", "--matmul", "f32", "--json", "--stages", "2"],
                         env: ["GRADMAP_MPI_MAX_CHUNK": "100"])
         XCTAssertEqual(r.status, 0, r.stderr)
         let o = try lastJSON(r)

@@ -20,6 +20,12 @@ public enum MatmulPrecision: String, CaseIterable, Sendable {
     /// (which emulate BF16 at a small fraction of the speed). GRADMAP_NO_BF16=1 stands in for a CPU without.
     public static var bf16Available: Bool { bf16Implementation != nil }
 
+    /// What runs when `--matmul` is not given: `bf16` where this CPU has BF16 products, else `f32`. Chosen by
+    /// measurement on SmolLM2 (docs/benchmarks.md, "Choosing the default --matmul"): the same removed layers
+    /// at K = 4 and 8 for bi, fisher --verify-top 3 and gradmap, held-out perplexity within 0.05 %, the
+    /// decision step about 1.3-1.7x faster.
+    public static var machineDefault: MatmulPrecision { bf16Available ? .bf16 : .f32 }
+
     /// oneDNN's implementation of a BF16 product on this CPU (e.g. "brg:avx512_core_bf16"); nil when there is
     /// none but the reference.
     public static let bf16Implementation: String? = {
