@@ -25,8 +25,9 @@ struct ConvertCommand: ParsableCommand {
         if fm.fileExists(atPath: target.path) && !force {
             throw GradMapError.badInput("\(out): already exists; pass --force to replace it")
         }
-        guard model.lowercased().hasSuffix(".gguf") else {
-            throw GradMapError.badInput("\(model): expected a .gguf file")
+        switch ModelPath(model) {
+        case .folder, .file: throw GradMapError.badInput("\(model): expected a .gguf file")
+        case .gguf, .missing: break  // a missing file is reported by the reader, naming it
         }
         let start = DispatchTime.now()
         if tokenizerOnly {
@@ -39,7 +40,7 @@ struct ConvertCommand: ParsableCommand {
             return
         }
         let ckpt = try Checkpoint(path: model)
-        guard let gguf = ckpt.source as? GGUFModel else { throw GradMapError.runtime("\(model): not read as GGUF") }
+        guard let gguf = ckpt.gguf else { throw GradMapError.runtime("\(model): not read as GGUF") }
         try ckpt.checkNoUnexpectedTensors()
         let c = ckpt.config
         var files = ["config.json", "model.safetensors"]
@@ -52,7 +53,7 @@ struct ConvertCommand: ParsableCommand {
             bytes = entries.reduce(0) { $0 + $1.byteCount }
             try SafeTensorsWriter.write(entries, to: temp + "/model.safetensors")
             try writeJSON(c.raw, to: temp + "/config.json", pretty: true)
-            if gguf.file.metadata["tokenizer.ggml.model"] != nil {
+            if gguf.metadata["tokenizer.ggml.model"] != nil {
                 try writeJSON(try gguf.tokenizerJSON(), to: temp + "/tokenizer.json", pretty: false)
                 try writeJSON(try gguf.tokenizerConfigJSON(), to: temp + "/tokenizer_config.json", pretty: true)
                 files += ["tokenizer.json", "tokenizer_config.json"]

@@ -112,16 +112,16 @@ public struct PrunedWriter {
         let index: [String: Any] = ["metadata": ["total_size": total], "weight_map": weightMap]
         try writeJSON(index, to: tmp + "/model.safetensors.index.json")
         try writeJSON(prunedConfig(), to: tmp + "/config.json")
-        if FileManager.default.fileExists(atPath: source.path + "/config.json") {
+        if let gguf = source.gguf {
+            // A GGUF carries its tokenizer in metadata: write it as tokenizer.json, as `convert` does.
+            try writeJSON(try gguf.tokenizerJSON(), to: tmp + "/tokenizer.json")
+            try writeJSON(try gguf.tokenizerConfigJSON(), to: tmp + "/tokenizer_config.json")
+        } else {
             for name in ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json",
                          "chat_template.jinja", "tokenizer.model", "vocab.json", "merges.txt"] {
                 let from = source.path + "/" + name
                 if FileManager.default.fileExists(atPath: from) { try FileManager.default.copyItem(atPath: from, toPath: tmp + "/" + name) }
             }
-        } else if let gguf = source.source as? GGUFModel {
-            // A GGUF carries its tokenizer in metadata: write it as tokenizer.json, as `convert` does.
-            try writeJSON(try gguf.tokenizerJSON(), to: tmp + "/tokenizer.json")
-            try writeJSON(try gguf.tokenizerConfigJSON(), to: tmp + "/tokenizer_config.json")
         }
         for (name, data) in extraFiles { try data.write(to: URL(fileURLWithPath: tmp + "/" + name)) }
         // Under the lock with nothing to remove: a signal now comes before the rename (tmp removed) or after.
