@@ -20,78 +20,53 @@ struct ConvertCommand: ParsableCommand {
     var tokenizerOnly = false
 
     func run() throws {
-        let fm = FileManager.default
         let target = URL(fileURLWithPath: out).standardizedFileURL
-        if fm.fileExists(atPath: target.path) && !force {
+        if FileManager.default.fileExists(atPath: target.path) && !force {
             throw GradMapError.badInput("\(out): already exists; pass --force to replace it")
         }
-        guard model.lowercased().hasSuffix(".gguf") else {
-            throw GradMapError.badInput("\(model): expected a .gguf file")
+        switch ModelPath(model) {
+        case .folder, .file: throw GradMapError.badInput("\(model): expected a .gguf file")
+        case .gguf, .missing: break  // a missing file is reported by the reader, naming it
         }
         let start = DispatchTime.now()
+        let folder = PartialFolder(target.path)
         if tokenizerOnly {
             let file = try GGUFFile(path: model)
-            try build(target) { temp in
-                try writeJSON(try file.tokenizerJSON(), to: temp + "/tokenizer.json", pretty: false)
-                try writeJSON(try file.tokenizerConfigJSON(), to: temp + "/tokenizer_config.json", pretty: true)
+            try folder.build(replacing: true, withParents: true) { f in
+                try f.write("tokenizer.json", .data(try json(try file.tokenizerJSON(), pretty: false)))
+                try f.write("tokenizer_config.json", .data(try json(try file.tokenizerConfigJSON(), pretty: true)))
             }
             print(String(format: "wrote %@: tokenizer.json, tokenizer_config.json (%.1f s)", out, elapsed(since: start)))
             return
         }
         let ckpt = try Checkpoint(path: model)
-        guard let gguf = ckpt.source as? GGUFModel else { throw GradMapError.runtime("\(model): not read as GGUF") }
+        guard let gguf = ckpt.gguf else { throw GradMapError.runtime("\(model): not read as GGUF") }
         try ckpt.checkNoUnexpectedTensors()
         let c = ckpt.config
         var files = ["config.json", "model.safetensors"]
-        var bytes = 0
-        try build(target) { temp in
-            // Tensors in the engine's order (no lm_head.weight when tied), each widened to F32 as it is written.
-            let entries = ParamLayout.specs(c, part: .whole(c)).map { spec in
-                SafeTensorsEntry(name: spec.name, dtype: .f32, shape: spec.shape) { try ckpt.load(spec.name, shape: spec.shape, into: $0) }
-            }
-            bytes = entries.reduce(0) { $0 + $1.byteCount }
-            try SafeTensorsWriter.write(entries, to: temp + "/model.safetensors")
-            try writeJSON(c.raw, to: temp + "/config.json", pretty: true)
-            if gguf.file.metadata["tokenizer.ggml.model"] != nil {
-                try writeJSON(try gguf.tokenizerJSON(), to: temp + "/tokenizer.json", pretty: false)
-                try writeJSON(try gguf.tokenizerConfigJSON(), to: temp + "/tokenizer_config.json", pretty: true)
+        // Tensors in the engine's order (no lm_head.weight when tied), each widened to F32 as it is written.
+        let entries = ParamLayout.specs(c, part: .whole(c)).map { spec in
+            SafeTensorsEntry(name: spec.name, dtype: .f32, shape: spec.shape) { try ckpt.load(spec.name, shape: spec.shape, into: $0) }
+        }
+        let bytes = entries.reduce(0) { $0 + $1.byteCount }
+        try folder.build(replacing: true, withParents: true) { f in
+            try f.writeTensors(entries, as: "model.safetensors")
+            try f.write("config.json", .data(try json(c.raw, pretty: true)))
+            if gguf.metadata["tokenizer.ggml.model"] != nil {
+                try f.write("tokenizer.json", .data(try json(try gguf.tokenizerJSON(), pretty: false)))
+                try f.write("tokenizer_config.json", .data(try json(try gguf.tokenizerConfigJSON(), pretty: true)))
                 files += ["tokenizer.json", "tokenizer_config.json"]
             } else {
                 FileHandle.standardError.write(Data("gradmap-dist: \(model): no tokenizer.ggml.* metadata; writing no tokenizer files\n".utf8))
             }
         }
         print(String(format: "wrote %@: %@; %d tensors, %.1f MiB F32, %d layers%@ (%.1f s)",
-                     out, files.joined(separator: ", "), ParamLayout.specs(c, part: .whole(c)).count, Double(bytes) / 1_048_576,
+                     out, files.joined(separator: ", "), entries.count, Double(bytes) / 1_048_576,
                      c.layers, c.tieEmbeddings ? ", tied embeddings" : "", elapsed(since: start)))
     }
 
-    /// Fills a fresh folder beside the target, then renames it into place (replacing the target with --force).
-    func build(_ target: URL, _ fill: (String) throws -> Void) throws {
-
-        let temp = target.deletingLastPathComponent().appendingPathComponent(
-            ".\(target.lastPathComponent).partial-\(ProcessInfo.processInfo.processIdentifier)").path
-        try? fm.removeItem(atPath: temp)
-        do {
-            try fm.createDirectory(atPath: temp, withIntermediateDirectories: true)
-        } catch {
-            throw GradMapError.badInput("\(out): cannot create \(temp) (\(error.localizedDescription))")
-        }
-        var done = false
-        defer { if !done { try? fm.removeItem(atPath: temp) } }
-        try fill(temp)
-        if fm.fileExists(atPath: target.path) { try fm.removeItem(at: target) }
-        do {
-            try fm.moveItem(atPath: temp, toPath: target.path)
-        } catch {
-            throw GradMapError.runtime("\(out): cannot rename \(temp) into place (\(error.localizedDescription))")
-        }
-        done = true
+    /// convert's JSON files: sorted keys, compact or indented.
+    func json(_ object: [String: Any], pretty: Bool) throws -> Data {
+        try JSONSerialization.data(withJSONObject: object, options: pretty ? [.sortedKeys, .prettyPrinted] : [.sortedKeys])
     }
-
-    func writeJSON(_ object: [String: Any], to path: String, pretty: Bool) throws {
-        let data = try JSONSerialization.data(withJSONObject: object, options: pretty ? [.sortedKeys, .prettyPrinted] : [.sortedKeys])
-        guard fm.createFile(atPath: path, contents: data) else { throw GradMapError.runtime("\(path): cannot write") }
-    }
-
-    var fm: FileManager { FileManager.default }
 }

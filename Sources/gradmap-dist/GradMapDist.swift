@@ -70,7 +70,7 @@ struct ModelOptions: ParsableArguments {
 
     func validate() throws { try checkMatmulAvailable(matmul) }
 
-    func checkpoint() throws -> Checkpoint { try Checkpoint(directory: model) }
+    func checkpoint() throws -> Checkpoint { try Checkpoint(path: model) }
 }
 
 /// Token windows, as `eval` and `grad-stats` read them.

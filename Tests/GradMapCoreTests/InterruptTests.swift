@@ -43,7 +43,7 @@ final class InterruptTests: XCTestCase {
         for (how, np) in cases {
             let model = try blockingModel()
             let out = temporaryDirectory("interrupt") + "/pruned"
-            let partial = PrunedWriter.temporaryPath(for: out)
+            let partial = PartialFolder.path(for: out)
             let run = np == 1
                 ? try RunningProcess(binaryPath, pruneArgs(model, out))
                 : try RunningProcess(DistributedTests.mpirun, flags + [binaryPath] + pruneArgs(model, out), env: ["GRADMAP_BLAS_THREADS": "1"])
@@ -71,7 +71,7 @@ final class InterruptTests: XCTestCase {
     func testStalePartialFolderIsRemovedWhenAPruneStarts() throws {
         let model = Fixtures.dir("llama_gqa")
         let out = temporaryDirectory("stale") + "/pruned"
-        let partial = PrunedWriter.temporaryPath(for: out)
+        let partial = PartialFolder.path(for: out)
         // What a SIGKILLed writer leaves: a half-written shard, no index.
         try FileManager.default.createDirectory(atPath: partial, withIntermediateDirectories: false)
         FileManager.default.createFile(atPath: partial + "/model-00001-of-00001.safetensors", contents: Data(count: 100))

@@ -47,7 +47,7 @@ final class PruneCLITests: XCTestCase {
             // Files: shards, index, config, report.
             let files = Set(try FileManager.default.contentsOfDirectory(atPath: out))
             XCTAssertTrue(files.isSuperset(of: ["config.json", "model.safetensors.index.json", "pruning_report.json", "pruning_report.svg"]), "\(files)")
-            XCTAssertFalse(FileManager.default.fileExists(atPath: PrunedWriter.temporaryPath(for: out)))
+            XCTAssertFalse(FileManager.default.fileExists(atPath: PartialFolder.path(for: out)))
             let cfg = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/config.json"))) as! [String: Any]
             XCTAssertEqual(cfg["num_hidden_layers"] as? Int, 5)
             let ckpt = try Checkpoint(path: out)

@@ -27,33 +27,31 @@ public final class Checkpoint: @unchecked Sendable {
     public let path: String
     public let config: ModelConfig
     public let source: any TensorSource
+    /// The GGUF file when the checkpoint is one: its metadata also holds the tokenizer.
+    public let gguf: GGUFFile?
 
     public static let ignoredTensorSuffixes = ["rotary_emb.inv_freq"]
 
-    /// Opens a Hugging Face folder, or a GGUF file (by its name ending in .gguf).
+    /// Opens a Hugging Face folder, or a GGUF file (by its name ending in .gguf): the one place a model path is
+    /// opened, so every command refuses a wrong one with the same line.
     public init(path: String) throws {
-        var isDir: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
-            throw bad("\(path): model not found (expected a Hugging Face checkpoint folder or a .gguf file)")
-        }
         self.path = path
-        if isDir.boolValue {
+        switch ModelPath(path) {
+        case .missing:
+            throw bad("\(path): model not found (expected a Hugging Face checkpoint folder or a .gguf file)")
+        case .folder:
             config = try ModelConfig.load(path: path + "/config.json")
             source = try SafeTensorsFolder(directory: path)
-        } else if path.lowercased().hasSuffix(".gguf") {
-            (config, source) = try Checkpoint.openGGUF(path)
-        } else {
+            gguf = nil
+        case .gguf:
+            let model = try GGUFModel(path: path)
+            (config, source, gguf) = (model.config, model, model.file)
+        case .file:
             throw bad("\(path): expected a Hugging Face checkpoint folder or a .gguf file, found another file")
         }
     }
 
     public convenience init(directory: String) throws { try self.init(path: directory) }
-
-    /// Hook for the GGUF reader: returns the config read from metadata and the tensor source (GGUFModel).
-    nonisolated(unsafe) static var openGGUF: (String) throws -> (ModelConfig, any TensorSource) = { path in
-        let model = try GGUFModel(path: path)
-        return (model.config, model)
-    }
 
     public func load<F: Real>(_ name: String, shape: [Int], into dst: UnsafeMutablePointer<F>) throws {
         try source.load(name, shape: shape, into: dst)

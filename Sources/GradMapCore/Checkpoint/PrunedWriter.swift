@@ -9,27 +9,38 @@ import Foundation
 
 /// Float only, like Pruner: the pipeline it writes from is the engine's float32 one.
 public struct PrunedWriter {
-    public let pipeline: Pipeline<Float>
     public let source: Checkpoint
     /// Original indices of the kept layers.
     public let kept: [Int]
     public let dtype: DType
+    let world: Communicator
+    let placement: Placement
+    let me: RankPlacement
+    /// This rank's tensors as they are now (the stage's values, compensation folded in).
+    let values: (ParamSpec) -> UnsafePointer<Float>
 
     public init(pipeline: Pipeline<Float>, source: Checkpoint, kept: Set<Int>, dtype: DType) {
-        self.pipeline = pipeline
+        let params = pipeline.stage.params
+        self.init(world: pipeline.world, placement: pipeline.placement, source: source, kept: kept, dtype: dtype) {
+            UnsafePointer(params.value($0))
+        }
+    }
+
+    public init(
+        world: Communicator, placement: Placement, source: Checkpoint, kept: Set<Int>, dtype: DType,
+        values: @escaping (ParamSpec) -> UnsafePointer<Float>
+    ) {
         self.source = source
         self.kept = kept.sorted()
         self.dtype = dtype
-    }
-
-    /// The folder a run builds before renaming it to `out`.
-    public static func temporaryPath(for out: String) -> String {
-        let url = URL(fileURLWithPath: out)
-        return url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).partial").path
+        self.world = world
+        self.placement = placement
+        me = placement.placement(rank: world.rank)
+        self.values = values
     }
 
     /// Refuses an --out that is a file, or an existing folder without --force (before any work), and removes
-    /// a temporary folder an earlier, SIGKILLed run left (every rank may: removal tolerates the others').
+    /// a temporary folder an earlier, SIGKILLed run left.
     public static func checkDestination(_ out: String, force: Bool) throws {
         var isDir: ObjCBool = false
         if FileManager.default.fileExists(atPath: out, isDirectory: &isDir) {
@@ -40,7 +51,7 @@ public struct PrunedWriter {
         guard FileManager.default.fileExists(atPath: parent, isDirectory: &isDir), isDir.boolValue else {
             throw bad("--out \(out): parent folder \(parent) does not exist")
         }
-        try Interrupt.removeTree(temporaryPath(for: out))
+        try PartialFolder(out).removeStale()
     }
 
     /// New name of an original tensor name, or nil when its layer was removed.
@@ -54,51 +65,44 @@ public struct PrunedWriter {
 
     /// Which stage writes which (renamed) tensors; the tied embedding is written once, by stage 0.
     func tensors(ofStage stage: Int) -> [(ParamSpec, String)] {
-        let p = pipeline.placement.placement(rank: stage)
-        let c = pipeline.stage.config
-        return ParamLayout.specs(c, part: p.part).compactMap { s in
+        let p = placement.placement(rank: stage)
+        return ParamLayout.specs(source.config, part: p.part).compactMap { s in
             if s.name == "model.embed_tokens.weight" && !p.part.embedding { return nil }
             if let l = s.layer, !kept.contains(l) { return nil }
             return renamed(s.name).map { (s, $0) }
         }
     }
 
+    /// This rank's shard: its kept tensors under their new names, stored as `dtype` when written.
+    func shard() -> [SafeTensorsEntry] {
+        tensors(ofStage: me.stage).map { spec, name in
+            SafeTensorsEntry(name: name, dtype: dtype, shape: spec.shape) { [values] in $0.update(from: values(spec), count: spec.count) }
+        }
+    }
+
     public func write(to out: String, force: Bool, extraFiles: [String: Data] = [:]) throws {
-        let tmp = PrunedWriter.temporaryPath(for: out)
+        let folder = PartialFolder(out)
         do {
-            try build(tmp, into: out, force: force, extraFiles: extraFiles)
+            try build(folder, force: force, extraFiles: extraFiles)
         } catch {
-            // This rank's own failure (a signal is Interrupt's): leave no half-written folder behind.
-            Interrupt.guarding(nil) { try? Interrupt.removeTree(tmp) }
+            folder.discard()
             throw error
         }
     }
 
-    func build(_ tmp: String, into out: String, force: Bool, extraFiles: [String: Data]) throws {
-        let world = pipeline.world
-        let stages = pipeline.placement.stages
-        let writing = (0..<stages).filter { !tensors(ofStage: $0).isEmpty }
+    func build(_ folder: PartialFolder, force: Bool, extraFiles: [String: Data]) throws {
+        let writing = (0..<placement.stages).filter { !tensors(ofStage: $0).isEmpty }
         let shardName = { (k: Int) in String(format: "model-%05d-of-%05d.safetensors", k + 1, writing.count) }
-        // Every rank removes tmp if stopped from here on: rank 0 builds it, the others write shards into it.
-        try Interrupt.guarding(tmp) {
-            guard world.rank == 0 else { return }
-            try Interrupt.removeTree(tmp)
-            do { try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: false) }
-            catch { throw GradMapError.runtime("\(tmp): cannot create (\(error.localizedDescription))") }
-        }
+        // Every rank removes the folder if stopped from here on: rank 0 builds it, the others write shards into it.
+        if world.rank == 0 { try folder.create() } else { folder.watch() }
         try world.barrier()
-        let me = pipeline.me
         if me.replica == 0, let k = writing.firstIndex(of: me.stage) {
-            let params = pipeline.stage.params
-            let entries = tensors(ofStage: me.stage).map { spec, name in
-                SafeTensorsEntry(name: name, dtype: dtype, shape: spec.shape) { $0.update(from: params.value(spec), count: spec.count) }
-            }
-            try SafeTensorsWriter.write(entries, to: tmp + "/" + shardName(k))
+            try folder.writeTensors(shard(), as: shardName(k))
         }
         try world.barrier()
         guard world.rank == 0 else {
             try world.barrier()
-            Interrupt.guarding(nil) {}  // renamed by rank 0: nothing to remove any more
+            folder.unwatch()  // renamed by rank 0: nothing to remove any more
             return
         }
         var weightMap: [String: String] = [:]
@@ -110,27 +114,25 @@ public struct PrunedWriter {
             }
         }
         let index: [String: Any] = ["metadata": ["total_size": total], "weight_map": weightMap]
-        try writeJSON(index, to: tmp + "/model.safetensors.index.json")
-        try writeJSON(prunedConfig(), to: tmp + "/config.json")
-        if FileManager.default.fileExists(atPath: source.path + "/config.json") {
-            for name in ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json",
-                         "chat_template.jinja", "tokenizer.model", "vocab.json", "merges.txt"] {
-                let from = source.path + "/" + name
-                if FileManager.default.fileExists(atPath: from) { try FileManager.default.copyItem(atPath: from, toPath: tmp + "/" + name) }
-            }
-        } else if let gguf = source.source as? GGUFModel {
-            // A GGUF carries its tokenizer in metadata: write it as tokenizer.json, as `convert` does.
-            try writeJSON(try gguf.tokenizerJSON(), to: tmp + "/tokenizer.json")
-            try writeJSON(try gguf.tokenizerConfigJSON(), to: tmp + "/tokenizer_config.json")
-        }
-        for (name, data) in extraFiles { try data.write(to: URL(fileURLWithPath: tmp + "/" + name)) }
-        // Under the lock with nothing to remove: a signal now comes before the rename (tmp removed) or after.
-        try Interrupt.guarding(nil) {
-            if force && FileManager.default.fileExists(atPath: out) { try FileManager.default.removeItem(atPath: out) }
-            do { try FileManager.default.moveItem(atPath: tmp, toPath: out) }
-            catch { throw GradMapError.runtime("\(out): cannot rename \(tmp) into place (\(error.localizedDescription))") }
-        }
+        try folder.write("model.safetensors.index.json", .data(try jsonFile(index)))
+        try folder.write("config.json", .data(try jsonFile(prunedConfig())))
+        for (name, file) in try tokenizerFiles() { try folder.write(name, file) }
+        for (name, data) in extraFiles { try folder.write(name, .data(data)) }
+        try folder.commit(replacing: force)
         try world.barrier()
+    }
+
+    /// The source's tokenizer (and generation) files: a folder's copied, a GGUF's rebuilt from its metadata as
+    /// tokenizer.json and tokenizer_config.json, as `convert` does.
+    func tokenizerFiles() throws -> [(String, FolderFile)] {
+        if let gguf = source.gguf {
+            return [("tokenizer.json", .data(try jsonFile(try gguf.tokenizerJSON()))),
+                    ("tokenizer_config.json", .data(try jsonFile(try gguf.tokenizerConfigJSON())))]
+        }
+        let names = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json",
+                     "chat_template.jinja", "tokenizer.model", "vocab.json", "merges.txt"]
+        return names.map { ($0, source.path + "/" + $0) }.filter { FileManager.default.fileExists(atPath: $0.1) }
+            .map { ($0.0, .copy(of: $0.1)) }
     }
 
     /// config.json of the pruned model: the source's keys, num_hidden_layers and per-layer lists updated.
@@ -156,9 +158,14 @@ public struct PrunedWriter {
     }
 }
 
-func writeJSON(_ object: Any, to path: String) throws {
+/// A JSON file as the pruned checkpoint's are written: sorted keys, indented, slashes as they are, a final newline.
+func jsonFile(_ object: Any) throws -> Data {
     let data = try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
-    try (data + Data("\n".utf8)).write(to: URL(fileURLWithPath: path))
+    return data + Data("\n".utf8)
+}
+
+func writeJSON(_ object: Any, to path: String) throws {
+    try jsonFile(object).write(to: URL(fileURLWithPath: path))
 }
 
 extension ModelConfig {

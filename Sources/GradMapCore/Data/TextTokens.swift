@@ -4,6 +4,6 @@
 public enum TextTokens {
     public static func encode(textFile: String, model: Checkpoint) throws -> [UInt32] {
         let text = try readUTF8Text(path: textFile)
-        return try Tokenizer(model: model.path).encode(text)
+        return try Tokenizer(checkpoint: model).encode(text)
     }
 }

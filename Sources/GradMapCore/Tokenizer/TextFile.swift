@@ -53,22 +53,29 @@ extension Tokenizer {
     /// The tokenizer of a model: `M/tokenizer.json` for a checkpoint folder, the tokenizer in a GGUF file's
     /// metadata, or M itself when it is a tokenizer.json file.
     public convenience init(model: String) throws {
-        if model.lowercased().hasSuffix(".gguf") {
-            try self.init(json: try GGUFModel(path: model).tokenizerJSON(), source: model)
+        switch ModelPath(model) {
+        case .missing:
+            throw bad("\(model): not found (expected a model folder with tokenizer.json)")
+        case .folder: try self.init(folder: model)
+        case .gguf: try self.init(checkpoint: try Checkpoint(path: model))
+        case .file: try self.init(path: model)
+        }
+    }
+
+    /// The tokenizer of an opened checkpoint: a GGUF's from the metadata already read, a folder's tokenizer.json.
+    public convenience init(checkpoint: Checkpoint) throws {
+        guard let gguf = checkpoint.gguf else {
+            try self.init(folder: checkpoint.path)
             return
         }
-        var isDir: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: model, isDirectory: &isDir) else {
-            throw bad("\(model): not found (expected a model folder with tokenizer.json)")
+        try self.init(json: try gguf.tokenizerJSON(), source: checkpoint.path)
+    }
+
+    convenience init(folder: String) throws {
+        let path = (folder as NSString).appendingPathComponent("tokenizer.json")
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw bad("\(folder): no tokenizer.json in the model folder (expected a Hugging Face tokenizer.json)")
         }
-        if isDir.boolValue {
-            let path = (model as NSString).appendingPathComponent("tokenizer.json")
-            guard FileManager.default.fileExists(atPath: path) else {
-                throw bad("\(model): no tokenizer.json in the model folder (expected a Hugging Face tokenizer.json)")
-            }
-            try self.init(path: path)
-        } else {
-            try self.init(path: model)
-        }
+        try self.init(path: path)
     }
 }

@@ -1,0 +1,90 @@
+// A folder written atomically, as `convert` and `prune` write checkpoints: built as `.NAME.partial` beside NAME
+// and renamed into place at the end, so a failed run leaves no half-written NAME. Nor the partial folder: a
+// failure removes it, so does SIGTERM/SIGINT (Interrupt, which this type tells what to remove and when), and one
+// left by a SIGKILLed writer is removed when the next build of NAME starts.
+import Foundation
+
+/// A file to put into the folder.
+public enum FolderFile {
+    case data(Data)
+    /// A file copied as it is, read only when the folder writer reaches it.
+    case copy(of: String)
+}
+
+public struct PartialFolder: Sendable {
+    /// The folder being built.
+    public let destination: String
+    /// Where it is built: `.NAME.partial` in the same parent, so the final rename stays on one file system.
+    public let path: String
+
+    public init(_ destination: String) {
+        self.destination = destination
+        path = PartialFolder.path(for: destination)
+    }
+
+    public static func path(for destination: String) -> String {
+        let url = URL(fileURLWithPath: destination)
+        return url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).partial").path
+    }
+
+    /// Removes a partial folder an earlier, SIGKILLed run left (every rank may: removal tolerates the others').
+    public func removeStale() throws { try Interrupt.removeTree(path) }
+
+    /// Creates the folder afresh (a stale one removed first); a signal from here on removes it.
+    public func create(withParents: Bool = false) throws {
+        try Interrupt.guarding(path) {
+            try Interrupt.removeTree(path)
+            do { try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: withParents) }
+            catch { throw GradMapError.runtime("\(path): cannot create (\(error.localizedDescription))") }
+        }
+    }
+
+    /// A process that writes into a folder another one creates removes it too if stopped from here on.
+    public func watch() { Interrupt.guarding(path) {} }
+
+    /// Nothing left for this process to remove on a signal (another rank renamed the folder).
+    public func unwatch() { Interrupt.guarding(nil) {} }
+
+    public func write(_ name: String, _ file: FolderFile) throws {
+        let to = path + "/" + name
+        do {
+            switch file {
+            case .data(let data): try data.write(to: URL(fileURLWithPath: to))
+            case .copy(let from): try FileManager.default.copyItem(atPath: from, toPath: to)
+            }
+        } catch {
+            throw GradMapError.runtime("\(to): cannot write (\(error.localizedDescription))")
+        }
+    }
+
+    /// A safetensors file streamed from its entries, one tensor produced at a time.
+    public func writeTensors(_ entries: [SafeTensorsEntry], as name: String) throws {
+        try SafeTensorsWriter.write(entries, to: path + "/" + name)
+    }
+
+    /// Renames the folder into place, first removing an existing destination when `replacing`. Under the lock
+    /// with nothing to remove: a signal comes before the rename (the partial folder removed) or after it.
+    public func commit(replacing: Bool) throws {
+        try Interrupt.guarding(nil) {
+            let fm = FileManager.default
+            if replacing && fm.fileExists(atPath: destination) { try fm.removeItem(atPath: destination) }
+            do { try fm.moveItem(atPath: path, toPath: destination) }
+            catch { throw GradMapError.runtime("\(destination): cannot rename \(path) into place (\(error.localizedDescription))") }
+        }
+    }
+
+    /// After this process's own failure (a signal is Interrupt's): leaves no half-written folder behind.
+    public func discard() { Interrupt.guarding(nil) { try? Interrupt.removeTree(path) } }
+
+    /// In one process: creates the folder, fills it, renames it into place; removed again if anything fails.
+    public func build(replacing: Bool, withParents: Bool = false, _ fill: (PartialFolder) throws -> Void) throws {
+        do {
+            try create(withParents: withParents)
+            try fill(self)
+            try commit(replacing: replacing)
+        } catch {
+            discard()
+            throw error
+        }
+    }
+}
