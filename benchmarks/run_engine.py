@@ -264,9 +264,9 @@ def torch_gemm(shapes, threads, seconds):
 
 # Engine passes: (key in a row, command arguments, FLOPs key, PyTorch pass it is the same work as, --matmul).
 PASSES = [
-    ("eval", ["eval"], "forward", ("fp32", "eval"), "f32"),
-    ("grad-stats", ["grad-stats"], "forward_backward", ("fp32", "grad"), "f32"),
-    ("decision", ["grad-stats", "--layer-matrices-only"], "decision", ("fp32", "grad_layers"), "f32"),
+    ("eval", ["eval", "--matmul", "f32"], "forward", ("fp32", "eval"), "f32"),
+    ("grad-stats", ["grad-stats", "--matmul", "f32"], "forward_backward", ("fp32", "grad"), "f32"),
+    ("decision", ["grad-stats", "--layer-matrices-only", "--matmul", "f32"], "decision", ("fp32", "grad_layers"), "f32"),
     ("decision-wgrad-bf16", ["grad-stats", "--layer-matrices-only", "--matmul", "wgrad-bf16"], "decision",
      ("fp32", "grad_layers"), "wgrad-bf16"),
     ("eval-bf16", ["eval", "--matmul", "bf16"], "forward", ("bf16", "eval"), "bf16"),

@@ -31,7 +31,7 @@ def main():
     if not os.path.exists(tokens):
         subprocess.run([a.binary, "tokenize", "--model", gguf, "--text", tokens[:-3] + "txt", "--out", tokens], check=True)
     r = subprocess.run([a.binary, "eval", "--model", gguf, "--tokens", tokens, "--seq-len", str(a.seq_len),
-                        "--max-windows", str(a.windows), "--json"], check=True, capture_output=True, text=True)
+                        "--max-windows", str(a.windows), "--matmul", "f32", "--json"], check=True, capture_output=True, text=True)
     engine = json.loads(r.stdout.strip().splitlines()[-1])
 
     import torch
