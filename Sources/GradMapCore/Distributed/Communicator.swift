@@ -101,13 +101,6 @@ public final class Communicator: @unchecked Sendable {
 
     // MARK: point to point
 
-    public func send<T: MPIScalar>(_ buf: UnsafePointer<T>, count: Int, to dest: Int, tag: Int) throws {
-        guard let comm else { throw GradMapError.runtime("send on a world of size 1") }
-        try chunked(count) { off, n in
-            try Communicator.check(MPI_Send(buf + off, n, T.mpiType, Int32(dest), Int32(tag), comm), "MPI_Send to rank \(dest)")
-        }
-    }
-
     /// Blocking receive, waited for politely (see Request.wait).
     public func recv<T: MPIScalar>(_ buf: UnsafeMutablePointer<T>, count: Int, from src: Int, tag: Int) throws {
         try irecv(buf, count: count, from: src, tag: tag).wait()
@@ -240,20 +233,6 @@ public final class Communicator: @unchecked Sendable {
         try chunked(count) { off, n in
             try Communicator.check(MPI_Bcast(buf + off, n, T.mpiType, Int32(root), comm), "MPI_Bcast")
         }
-    }
-
-    /// Every rank's `values` (same count on all ranks), concatenated in rank order, on every rank.
-    public func allGather(_ values: [Double]) throws -> [Double] {
-        guard let comm, size > 1 else { return values }
-        var out = [Double](repeating: 0, count: values.count * size)
-        try values.withUnsafeBufferPointer { src in
-            try out.withUnsafeMutableBufferPointer { dst in
-                try Communicator.check(
-                    MPI_Allgather(src.baseAddress, Int32(values.count), gm_double(), dst.baseAddress,
-                                  Int32(values.count), gm_double(), comm), "MPI_Allgather")
-            }
-        }
-        return out
     }
 
     /// Every rank's `values` on `root` (others get []), concatenated in rank order.

@@ -118,13 +118,6 @@ public final class Pruner: @unchecked Sendable {
         try pipeline.sweep(data: data, windows: calibration, microBatch: options.microBatch, candidates: candidates)
     }
 
-    /// Loss of the model with every layer.
-    public func originalLoss(windows: [Int]? = nil) throws -> Double {
-        pipeline.setKept(Set(0..<config.layers))
-        defer { pipeline.setKept(kept) }
-        return try pipeline.run(data: data, windows: windows ?? calibration, microBatch: options.microBatch, backward: false).loss
-    }
-
     public func remove(_ layer: Int) {
         kept.remove(layer)
         pipeline.setKept(kept)
