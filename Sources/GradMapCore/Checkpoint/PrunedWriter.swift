@@ -33,12 +33,12 @@ public struct PrunedWriter {
     public static func checkDestination(_ out: String, force: Bool) throws {
         var isDir: ObjCBool = false
         if FileManager.default.fileExists(atPath: out, isDirectory: &isDir) {
-            guard isDir.boolValue else { throw bad("--out \(out): is a file; expected a folder to create") }
-            guard force else { throw bad("--out \(out): already exists (use --force to replace it)") }
+            guard isDir.boolValue else { throw bad("out", out, "is a file; expected a folder to create") }
+            guard force else { throw bad("out", out, "already exists; replaced only when forced") }
         }
         let parent = URL(fileURLWithPath: out).deletingLastPathComponent().path
         guard FileManager.default.fileExists(atPath: parent, isDirectory: &isDir), isDir.boolValue else {
-            throw bad("--out \(out): parent folder \(parent) does not exist")
+            throw bad("out", out, "parent folder \(parent) does not exist")
         }
         try Interrupt.removeTree(temporaryPath(for: out))
     }
@@ -77,35 +77,43 @@ public struct PrunedWriter {
     func build(_ tmp: String, into out: String, force: Bool, extraFiles: [String: Data]) throws {
         let world = pipeline.world
         let stages = pipeline.placement.stages
-        let writing = (0..<stages).filter { !tensors(ofStage: $0).isEmpty }
-        let shardName = { (k: Int) in String(format: "model-%05d-of-%05d.safetensors", k + 1, writing.count) }
+        let writers = (0..<stages).filter { !tensors(ofStage: $0).isEmpty }
+        let shardName = { (k: Int) in String(format: "model-%05d-of-%05d.safetensors", k + 1, writers.count) }
+        // Each step is agreed on (Communicator.agree) instead of ending at a barrier: a rank whose write fails
+        // reports it once and every rank ends with exit code 1, none left waiting and none killed.
         // Every rank removes tmp if stopped from here on: rank 0 builds it, the others write shards into it.
-        try Interrupt.guarding(tmp) {
-            guard world.rank == 0 else { return }
-            try Interrupt.removeTree(tmp)
-            do { try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: false) }
-            catch { throw GradMapError.runtime("\(tmp): cannot create (\(error.localizedDescription))") }
+        try world.agree {
+            try Interrupt.guarding(tmp) {
+                guard world.rank == 0 else { return }
+                try Interrupt.removeTree(tmp)
+                try namingFile(tmp, "cannot create") {
+                    try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: false)
+                }
+            }
         }
-        try world.barrier()
         let me = pipeline.me
-        if me.replica == 0, let k = writing.firstIndex(of: me.stage) {
+        try world.agree {
+            guard me.replica == 0, let k = writers.firstIndex(of: me.stage) else { return }
             let params = pipeline.stage.params
             let entries = tensors(ofStage: me.stage).map { spec, name in
                 SafeTensorsEntry(name: name, dtype: dtype, shape: spec.shape) { $0.update(from: params.value(spec), count: spec.count) }
             }
             try SafeTensorsWriter.write(entries, to: tmp + "/" + shardName(k))
         }
-        try world.barrier()
-        guard world.rank == 0 else {
-            try world.barrier()
-            Interrupt.guarding(nil) {}  // renamed by rank 0: nothing to remove any more
-            return
+        try world.agree {
+            guard world.rank == 0 else { return }
+            try finish(tmp, into: out, force: force, extraFiles: extraFiles, shards: writers.enumerated().map { ($1, shardName($0)) })
         }
+        Interrupt.guarding(nil) {}  // renamed by rank 0: nothing to remove any more
+    }
+
+    /// Rank 0's part: the index, config, tokenizer and extra files, then the rename into place.
+    func finish(_ tmp: String, into out: String, force: Bool, extraFiles: [String: Data], shards: [(stage: Int, file: String)]) throws {
         var weightMap: [String: String] = [:]
         var total = 0
-        for (k, s) in writing.enumerated() {
+        for (s, file) in shards {
             for (spec, name) in tensors(ofStage: s) {
-                weightMap[name] = shardName(k)
+                weightMap[name] = file
                 total += spec.count * dtype.size
             }
         }
@@ -116,21 +124,25 @@ public struct PrunedWriter {
             for name in ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json",
                          "chat_template.jinja", "tokenizer.model", "vocab.json", "merges.txt"] {
                 let from = source.path + "/" + name
-                if FileManager.default.fileExists(atPath: from) { try FileManager.default.copyItem(atPath: from, toPath: tmp + "/" + name) }
+                guard FileManager.default.fileExists(atPath: from) else { continue }
+                try namingFile(tmp + "/" + name) { try FileManager.default.copyItem(atPath: from, toPath: tmp + "/" + name) }
             }
         } else if let gguf = source.source as? GGUFModel {
             // A GGUF carries its tokenizer in metadata: write it as tokenizer.json, as `convert` does.
             try writeJSON(try gguf.tokenizerJSON(), to: tmp + "/tokenizer.json")
             try writeJSON(try gguf.tokenizerConfigJSON(), to: tmp + "/tokenizer_config.json")
         }
-        for (name, data) in extraFiles { try data.write(to: URL(fileURLWithPath: tmp + "/" + name)) }
+        for (name, data) in extraFiles {
+            try namingFile(tmp + "/" + name) { try data.write(to: URL(fileURLWithPath: tmp + "/" + name)) }
+        }
         // Under the lock with nothing to remove: a signal now comes before the rename (tmp removed) or after.
         try Interrupt.guarding(nil) {
-            if force && FileManager.default.fileExists(atPath: out) { try FileManager.default.removeItem(atPath: out) }
+            if force && FileManager.default.fileExists(atPath: out) {
+                try namingFile(out, "cannot remove") { try FileManager.default.removeItem(atPath: out) }
+            }
             do { try FileManager.default.moveItem(atPath: tmp, toPath: out) }
-            catch { throw GradMapError.runtime("\(out): cannot rename \(tmp) into place (\(error.localizedDescription))") }
+            catch { throw GradMapError.runtime("\(out): cannot rename \(tmp) into place (\(GradMapError.reason(error)))") }
         }
-        try world.barrier()
     }
 
     /// config.json of the pruned model: the source's keys, num_hidden_layers and per-layer lists updated.
@@ -158,7 +170,15 @@ public struct PrunedWriter {
 
 func writeJSON(_ object: Any, to path: String) throws {
     let data = try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
-    try (data + Data("\n".utf8)).write(to: URL(fileURLWithPath: path))
+    try namingFile(path) { try (data + Data("\n".utf8)).write(to: URL(fileURLWithPath: path)) }
+}
+
+/// Runs a file operation on `path`; a Foundation or POSIX failure becomes a runtime error naming the file
+/// (exit code 1: the machine failed, not the input).
+func namingFile(_ path: String, _ what: String = "cannot write", _ body: () throws -> Void) throws {
+    do { try body() } catch let e as GradMapError { throw e } catch {
+        throw GradMapError.runtime("\(path): \(what) (\(GradMapError.reason(error)))")
+    }
 }
 
 extension ModelConfig {

@@ -68,6 +68,18 @@ public final class Communicator: @unchecked Sendable {
         exit(code)
     }
 
+    /// Ends this rank after a JobFailure, which every rank of the job has: the barrier lets the reporting rank
+    /// print before any rank exits (mpirun stops the job at the first non-zero exit, SIGTERM to the ranks still
+    /// finalizing, which then add no line), and no MPI_Abort is needed.
+    public static func endJob(code: Int32) -> Never {
+        Interrupt.silence()
+        if mpiStarted, let world = try? world() {
+            try? world.barrier()
+            finalize()
+        }
+        exit(code)
+    }
+
     static func check(_ code: Int32, _ what: String) throws {
         guard code != gm_success() else { return }
         var buf = [CChar](repeating: 0, count: Int(gm_max_error_string()) + 1)
@@ -247,6 +259,23 @@ public final class Communicator: @unchecked Sendable {
             }
         }
         return rank == root ? out : []
+    }
+
+    /// Runs `body` on every rank and agrees on the outcome. When it throws on any rank, it throws JobFailure on
+    /// every rank, carrying the lowest failing rank's error (its exit code for all): that rank reports it, one
+    /// line for the job instead of one per rank. Every rank must call it at the same point, and `body` must not
+    /// communicate (a rank that failed would not join): it is for checks, set-up and writes between the
+    /// collectives.
+    public func agree<T>(_ body: () throws -> T) throws -> T {
+        let outcome = Result { try body() }
+        // codes[r]: rank r's exit code, 0 when it succeeded; summed, every rank sees every rank's.
+        var codes = [Double](repeating: 0, count: size)
+        if case .failure(let error) = outcome { codes[rank] = Double(GradMapError.exitCode(error)) }
+        codes = try allReduceSum(codes)
+        guard let first = codes.firstIndex(where: { $0 != 0 }) else { return try outcome.get() }
+        var error: Error? = nil
+        if first == rank, case .failure(let mine) = outcome { error = mine }
+        throw JobFailure(code: Int32(codes[first]), error: error, reporter: first, everyRank: !codes.contains(0))
     }
 
     public func barrier() throws {
