@@ -26,21 +26,13 @@ struct GradMapDist: ParsableCommand {
         do {
             command = try parseAsRoot()
         } catch {
-            if exitCode(for: error) == .success {
-                print(fullMessage(for: error))
-                Foundation.exit(0)
-            }
-            // Before MPI_Init, so no rank can tell the others: each exits 2 and only the first prints (the
-            // arguments, hence the error, are the same on every rank).
-            let message = self.message(for: error).split(separator: "\n").first.map(String.init) ?? "\(error)"
-            if (ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_RANK"] ?? "0") == "0" {
-                FileHandle.standardError.write(Data("gradmap-dist: \(message)\n".utf8))
-            }
-            Foundation.exit(2)
+            exitParsing(error)
         }
         do {
             try command.run()
             Communicator.finalize()
+        } catch let error where exitCode(for: error) == .success {
+            exitParsing(error)  // --help, which parses as a command whose run() throws the help text
         } catch let failure as JobFailure {
             // Every rank has it (Communicator.agree): one rank prints, all exit with its code.
             if let error = failure.error {
@@ -52,6 +44,20 @@ struct GradMapDist: ParsableCommand {
             // One rank's own failure (a shard it reads, a file it writes, the machine): it ends the job.
             fail(line(error), code: GradMapError.exitCode(error))
         }
+    }
+
+    /// A parse error, before MPI_Init, so no rank can tell the others: each exits 2 and only the first prints
+    /// (the arguments, hence the error, are the same on every rank). Help goes to stdout, exit 0.
+    static func exitParsing(_ error: Error) -> Never {
+        if exitCode(for: error) == .success {
+            print(fullMessage(for: error))
+            Foundation.exit(0)
+        }
+        let message = self.message(for: error).split(separator: "\n").first.map(String.init) ?? "\(error)"
+        if (ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_RANK"] ?? "0") == "0" {
+            FileHandle.standardError.write(Data("gradmap-dist: \(message)\n".utf8))
+        }
+        Foundation.exit(2)
     }
 
     /// One line on stderr, then the whole job ends: under MPI this rank aborts every other rank, so none is
