@@ -1,7 +1,7 @@
-// Bad input: every case is a one-line error naming the file (and tensor or flag) with expected vs actual,
-// thrown as .badInput (exit code 2 from the CLI), never a crash. 79 distinct cases (one expectBadInput or
-// expect each): safetensors 24, sharded index 8, config.json 18, GGUF 12, tokenizer.json 6, token files 5,
-// missing files 4, missing tensor in a single file and in a GGUF 2.
+// Bad input: every case is a one-line error naming the file (and tensor, or the parameter) with expected vs
+// actual, thrown as .badInput or .badValue (exit code 2 from the CLI), never a crash. 79 distinct cases (one
+// expectBadInput or expect each): safetensors 24, sharded index 8, config.json 18, GGUF 12, tokenizer.json 6,
+// token files 5, missing files 4, missing tensor in a single file and in a GGUF 2.
 import Foundation
 import XCTest
 
