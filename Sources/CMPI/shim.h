@@ -4,21 +4,14 @@
 #include <mpi.h>
 
 static inline MPI_Comm gm_comm_world(void) { return MPI_COMM_WORLD; }
-static inline MPI_Comm gm_comm_null(void) { return MPI_COMM_NULL; }
 static inline MPI_Datatype gm_float(void) { return MPI_FLOAT; }
 static inline MPI_Datatype gm_double(void) { return MPI_DOUBLE; }
 static inline MPI_Datatype gm_int64(void) { return MPI_INT64_T; }
-static inline MPI_Datatype gm_uint32(void) { return MPI_UINT32_T; }
 static inline MPI_Datatype gm_byte(void) { return MPI_BYTE; }
 static inline MPI_Op gm_op_sum(void) { return MPI_SUM; }
-static inline MPI_Op gm_op_max(void) { return MPI_MAX; }
-static inline MPI_Op gm_op_min(void) { return MPI_MIN; }
 static inline void *gm_in_place(void) { return MPI_IN_PLACE; }
 static inline MPI_Status *gm_status_ignore(void) { return MPI_STATUS_IGNORE; }
 static inline MPI_Errhandler gm_errors_return(void) { return MPI_ERRORS_RETURN; }
-static inline MPI_Request gm_request_null(void) { return MPI_REQUEST_NULL; }
 static inline int gm_success(void) { return MPI_SUCCESS; }
 static inline int gm_max_error_string(void) { return MPI_MAX_ERROR_STRING; }
-static inline int gm_any_source(void) { return MPI_ANY_SOURCE; }
-static inline int gm_undefined(void) { return MPI_UNDEFINED; }
 #endif

@@ -8,6 +8,7 @@ struct EvalCommand: ParsableCommand {
         commandName: "eval", abstract: "Loss and perplexity of a model over windows of a token file.")
 
     @OptionGroup var model: ModelOptions
+    @OptionGroup var matmul: MatmulOptions
     @OptionGroup var windows: WindowOptions
     @Flag(name: .long, help: "Print one JSON object on stdout.")
     var json = false
@@ -16,8 +17,8 @@ struct EvalCommand: ParsableCommand {
 
     func run() throws {
         let world = try Communicator.world()
-        let ckpt = try model.checkpoint()
-        let (pipeline, data, list) = try windows.pipeline(world, ckpt, training: false, model: model)
+        let (ckpt, data, list) = try world.agree { try windows.setUp(world, model: model) }
+        let pipeline = try windows.pipeline(world, ckpt, windows: list.count, training: false, model: model, matmul: matmul.matmul)
         try world.barrier()
         let start = DispatchTime.now()
         let r = try pipeline.run(data: data, windows: list, microBatch: windows.microBatch, backward: false)

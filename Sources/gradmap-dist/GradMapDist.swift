@@ -1,5 +1,6 @@
-// The gradmap-dist command line: parses arguments and calls GradMapCore. Errors are one line on stderr;
-// bad input (a flag, file, tensor or value) exits with code 2.
+// The gradmap-dist command line: parses arguments and calls GradMapCore. Errors are one line on stderr for the
+// whole job; bad input (a flag, file, tensor or value) exits with code 2, anything else (a failed write, the
+// machine) with code 1. What every rank checks alike runs under Communicator.agree, so one rank reports it.
 import ArgumentParser
 import Foundation
 import GradMapCore
@@ -18,25 +19,45 @@ struct GradMapDist: ParsableCommand {
         BLASRuntime.ensureLibraryEnvironment()
         BLASRuntime.configureThreads()
         Interrupt.install()  // SIGTERM/SIGINT: remove a partial --out folder, one line saying why, then die of it
+        // A write past the file-size limit then fails with EFBIG, reported with the file's name, instead of
+        // SIGXFSZ killing the rank without a word.
+        signal(SIGXFSZ, SIG_IGN)
+        var command: ParsableCommand
         do {
-            var command = try parseAsRoot()
+            command = try parseAsRoot()
+        } catch {
+            exitParsing(error)
+        }
+        do {
             try command.run()
             Communicator.finalize()
-        } catch let error as GradMapError {
-            fail(error.description, code: error.exitCode)
+        } catch let error where exitCode(for: error) == .success {
+            exitParsing(error)  // --help, which parses as a command whose run() throws the help text
+        } catch let failure as JobFailure {
+            // Every rank has it (Communicator.agree): one rank prints, all exit with its code.
+            if let error = failure.error {
+                let prefix = failure.everyRank ? "gradmap-dist" : "rank \(failure.reporter)"
+                FileHandle.standardError.write(Data("\(prefix): \(line(error))\n".utf8))
+            }
+            Communicator.endJob(code: failure.code)
         } catch {
-            let code = exitCode(for: error)
-            if code == .success {
-                print(fullMessage(for: error))
-                Foundation.exit(0)
-            }
-            // Argument errors are the same on every rank: only the first prints.
-            let message = self.message(for: error).split(separator: "\n").first.map(String.init) ?? "\(error)"
-            if (ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_RANK"] ?? "0") == "0" {
-                FileHandle.standardError.write(Data("gradmap-dist: \(message)\n".utf8))
-            }
-            Foundation.exit(2)
+            // One rank's own failure (a shard it reads, a file it writes, the machine): it ends the job.
+            fail(line(error), code: GradMapError.exitCode(error))
         }
+    }
+
+    /// A parse error, before MPI_Init, so no rank can tell the others: each exits 2 and only the first prints
+    /// (the arguments, hence the error, are the same on every rank). Help goes to stdout, exit 0.
+    static func exitParsing(_ error: Error) -> Never {
+        if exitCode(for: error) == .success {
+            print(fullMessage(for: error))
+            Foundation.exit(0)
+        }
+        let message = self.message(for: error).split(separator: "\n").first.map(String.init) ?? "\(error)"
+        if (ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_RANK"] ?? "0") == "0" {
+            FileHandle.standardError.write(Data("gradmap-dist: \(message)\n".utf8))
+        }
+        Foundation.exit(2)
     }
 
     /// One line on stderr, then the whole job ends: under MPI this rank aborts every other rank, so none is
@@ -46,9 +67,33 @@ struct GradMapDist: ParsableCommand {
         FileHandle.standardError.write(Data("\(prefix): \(message)\n".utf8))
         Communicator.abort(code: code)
     }
+
+    /// The engine's parameter names (GradMapError.badValue) and the flag each comes from: the commands pass
+    /// these flags' values straight in. Calls where one parameter serves several flags say which (`passing`).
+    static let flagOfParameter = [
+        "seqLen": "--seq-len", "remove": "--remove", "layers": "--layers", "protectFirst": "--protect-first",
+        "protectLast": "--protect-last", "verifyTop": "--verify-top", "microBatch": "--micro-batch",
+        "compensateAt": "--compensate-at", "ridge": "--ridge", "stages": "--stages", "out": "--out",
+    ]
+
+    /// The line for an error, engine parameters named by their flags.
+    static func line(_ error: Error) -> String {
+        guard case .badValue(let parameter, let value, let detail)? = error as? GradMapError else { return GradMapError.line(error) }
+        return GradMapError.badValue(parameter: flagOfParameter[parameter] ?? parameter, value: value, detail: detail).description
+    }
 }
 
-/// Where the model comes from.
+/// Runs an engine call whose `parameter` came from `flag` where the table cannot tell (a window count is
+/// --calib-windows in one call, --eval-windows in another).
+func passing<T>(_ parameter: String, as flag: String, _ body: () throws -> T) throws -> T {
+    do {
+        return try body()
+    } catch GradMapError.badValue(let p, let value, let detail) where p == parameter {
+        throw GradMapError.badValue(parameter: flag, value: value, detail: detail)
+    }
+}
+
+/// Where the model comes from and how its weights are held.
 struct ModelOptions: ParsableArguments {
     @Option(name: .long, help: "Hugging Face checkpoint folder (config.json + safetensors) or a .gguf file.")
     var model: String
@@ -59,9 +104,11 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .long, help: "Split the layers over pipeline stages evening out compute per token (compute) or parameter bytes (memory).")
     var balance: Balance = .compute
 
-    @Option(name: .long, help: "store: keep each layer's internals for the backward; recompute: keep only layer inputs and rerun each layer's forward in the backward (about 1/3 more compute, far less memory).")
-    var activations: ActivationPolicy = .store
+    func checkpoint() throws -> Checkpoint { try Checkpoint(path: model) }
+}
 
+/// The precision of the products, for the commands that compute (not inspect).
+struct MatmulOptions: ParsableArguments {
     @Option(name: .customLong("matmul"), help: "f32: every product in FP32; bf16: the linear and lm_head products (oneDNN) take BF16-rounded inputs and accumulate in FP32 (attention, norms, loss stay FP32); wgrad-bf16: only the weight-gradient products dL/dW do, the forward and activation gradients stay FP32. bf16 and wgrad-bf16 need a CPU with BF16 products (AVX512-BF16 or AMX). Default: bf16 on such a CPU, else f32.")
     var matmulFlag: MatmulPrecision?
 
@@ -69,8 +116,12 @@ struct ModelOptions: ParsableArguments {
     var matmul: MatmulPrecision { matmulFlag ?? .machineDefault }
 
     func validate() throws { try checkMatmulAvailable(matmul) }
+}
 
-    func checkpoint() throws -> Checkpoint { try Checkpoint(path: model) }
+/// What the backward keeps, for the commands that run one or plan for it (not eval, which runs none).
+struct ActivationOptions: ParsableArguments {
+    @Option(name: .long, help: "store: keep each layer's internals for the backward; recompute: keep only layer inputs and rerun each layer's forward in the backward (about 1/3 more compute, far less memory).")
+    var activations: ActivationPolicy = .store
 }
 
 /// Token windows, as `eval` and `grad-stats` read them.
@@ -97,22 +148,33 @@ struct WindowOptions: ParsableArguments {
         if let s = stages, s < 1 { throw ValidationError("--stages: must be at least 1, got \(s)") }
     }
 
-    func load(vocabSize: Int) throws -> (TokenWindows, [Int]) {
-        let data = try TokenWindows(path: tokens, seqLen: seqLen, vocabSize: vocabSize)
-        return (data, try data.firstWindows(maxWindows))
+    /// What every rank checks alike before its own work (run under Communicator.agree): the checkpoint,
+    /// the windows and the job's layout.
+    func setUp(_ world: Communicator, model: ModelOptions) throws -> (Checkpoint, TokenWindows, [Int]) {
+        let ckpt = try model.checkpoint()
+        let data = try TokenWindows(path: tokens, seqLen: seqLen, vocabSize: ckpt.config.vocabSize)
+        let list = try passing("max", as: "--max-windows") { try data.firstWindows(maxWindows) }
+        try checkLayout(ckpt, ranks: world.size, stages: stages, balance: model.balance, seqLen: seqLen)
+        return (ckpt, data, list)
     }
 
-    /// This rank's pipeline over the checkpoint, and the windows.
+    /// This rank's pipeline over the checkpoint.
     func pipeline(
-        _ world: Communicator, _ ckpt: Checkpoint, training: Bool, model: ModelOptions
-    ) throws -> (Pipeline<Float>, TokenWindows, [Int]) {
-        let (data, list) = try load(vocabSize: ckpt.config.vocabSize)
-        let p: Pipeline<Float> = try Pipeline.load(
+        _ world: Communicator, _ ckpt: Checkpoint, windows: Int, training: Bool, model: ModelOptions,
+        matmul: MatmulPrecision, activations: ActivationPolicy = .store
+    ) throws -> Pipeline<Float> {
+        try Pipeline.load(
             world: world, checkpoint: ckpt, stages: stages, seqLen: seqLen,
-            microBatch: min(microBatch, list.count), training: training, policy: model.activations,
-            weights: model.weights, balance: model.balance, matmul: model.matmul)
-        return (p, data, list)
+            microBatch: min(microBatch, windows), training: training, policy: activations,
+            weights: model.weights, balance: model.balance, matmul: matmul)
     }
+}
+
+/// The checks of Pipeline.load that are the same on every rank (the placement, no tensor the model would not
+/// use), made first so that every rank finds them together; what Pipeline.load still finds is its own.
+func checkLayout(_ ckpt: Checkpoint, ranks: Int, stages: Int?, balance: Balance, seqLen: Int) throws {
+    _ = try Placement(config: ckpt.config, ranks: ranks, stages: stages, balance: balance, seqLen: seqLen)
+    try ckpt.checkNoUnexpectedTensors()
 }
 
 extension WeightFormat: ExpressibleByArgument {}

@@ -9,6 +9,8 @@ struct GradStatsCommand: ParsableCommand {
         commandName: "grad-stats", abstract: "Gradient norms of every layer's tensors for the mean loss.")
 
     @OptionGroup var model: ModelOptions
+    @OptionGroup var matmul: MatmulOptions
+    @OptionGroup var activations: ActivationOptions
     @OptionGroup var windows: WindowOptions
     @Flag(name: .long, help: "Print one JSON object on stdout.")
     var json = false
@@ -19,8 +21,10 @@ struct GradStatsCommand: ParsableCommand {
 
     func run() throws {
         let world = try Communicator.world()
-        let ckpt = try model.checkpoint()
-        let (pipeline, data, list) = try windows.pipeline(world, ckpt, training: true, model: model)
+        let (ckpt, data, list) = try world.agree { try windows.setUp(world, model: model) }
+        let pipeline = try windows.pipeline(
+            world, ckpt, windows: list.count, training: true, model: model, matmul: matmul.matmul,
+            activations: activations.activations)
         pipeline.stage.layerMatricesOnly = layerMatricesOnly
         try world.barrier()
         let start = DispatchTime.now()

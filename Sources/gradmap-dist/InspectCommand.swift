@@ -9,6 +9,7 @@ struct InspectCommand: ParsableCommand {
         abstract: "Architecture, layer count, parameter count and bytes per layer; with --ranks, the plan per rank.")
 
     @OptionGroup var model: ModelOptions
+    @OptionGroup var activations: ActivationOptions
     @Option(name: .long, help: "Plan a job of N ranks: layers, bytes and estimated peak memory per rank.")
     var ranks: Int?
     @Option(name: .long, help: "Pipeline stages of the plan (default min(ranks, layers)).")
@@ -51,10 +52,12 @@ struct InspectCommand: ParsableCommand {
             print(json ? summary.json.render(indent: 2) : summary.text)
             return
         }
-        let placement = try Placement(config: config, ranks: ranks, stages: stages, balance: model.balance, seqLen: seqLen)
+        let placement = try passing("ranks", as: "--ranks") {
+            try Placement(config: config, ranks: ranks, stages: stages, balance: model.balance, seqLen: seqLen)
+        }
         let plan = MemoryPlan.ranks(
             placement, storage: storage, seqLen: seqLen, microBatch: microBatch, training: true,
-            policy: model.activations, weights: model.weights)
+            policy: activations.activations, weights: model.weights)
         func mib(_ b: Int) -> String { String(format: "%.1f", Double(b) / 1_048_576) }
         if json {
             let rows: [JSONValue] = plan.map { m in
@@ -75,14 +78,14 @@ struct InspectCommand: ParsableCommand {
                 ("model", summary.json), ("ranks", .int(ranks)), ("stages", .int(placement.stages)),
                 ("replicas", .int(placement.replicas)), ("seq_len", .int(seqLen)), ("micro_batch", .int(microBatch)),
                 ("weights", .string(model.weights.rawValue)), ("balance", .string(model.balance.rawValue)),
-                ("activations", .string(model.activations.rawValue)),
+                ("activations", .string(activations.activations.rawValue)),
                 ("plan", .array(rows)),
             ]).render(indent: 2))
             return
         }
         print(summary.text)
         print("")
-        print("plan: \(ranks) ranks = \(placement.stages) stages × \(placement.replicas) replicas; T = \(seqLen), micro-batch \(microBatch), 1F1B (\(placement.stages) micro-batches in flight at most); layers balanced by \(model.balance.rawValue), --weights \(model.weights.rawValue), --activations \(model.activations.rawValue)")
+        print("plan: \(ranks) ranks = \(placement.stages) stages × \(placement.replicas) replicas; T = \(seqLen), micro-batch \(microBatch), 1F1B (\(placement.stages) micro-batches in flight at most); layers balanced by \(model.balance.rawValue), --weights \(model.weights.rawValue), --activations \(activations.activations.rawValue)")
         print("rank  stage  replica  layers      stored MiB  held MiB  grads MiB  activations MiB  est. peak MiB")
         for m in plan {
             let p = m.placement

@@ -186,14 +186,16 @@ enum Outcome {
     case finding(String)
 }
 
-/// Runs every probe on the input: a finding when a call throws anything but a one-line .badInput naming the file.
+/// Runs every probe on the input: a finding when a call throws anything but a one-line bad-input error (.badInput
+/// or .badValue) naming the file.
 func classify(_ format: Format, path: String, dir: String) -> [Outcome] {
     let name = (path as NSString).lastPathComponent
     return format.probes.map { probe, run in
         do {
             try run(path, dir)
             return .ok
-        } catch GradMapError.badInput(let m) {
+        } catch let e as GradMapError where e.exitCode == 2 {
+            let m = e.description
             if m.contains("\n") { return .finding("\(probe): bad-input message is more than one line: \(m.debugDescription)") }
             if !m.contains(name) { return .finding("\(probe): bad-input message does not name \(name): \(m)") }
             return .badInput(m)

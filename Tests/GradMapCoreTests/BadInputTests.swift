@@ -1,7 +1,7 @@
-// Bad input: every case is a one-line error naming the file (and tensor or flag) with expected vs actual,
-// thrown as .badInput (exit code 2 from the CLI), never a crash. 79 distinct cases (one expectBadInput or
-// expect each): safetensors 24, sharded index 8, config.json 18, GGUF 12, tokenizer.json 6, token files 5,
-// missing files 4, missing tensor in a single file and in a GGUF 2.
+// Bad input: every case is a one-line error naming the file (and tensor, or the parameter) with expected vs
+// actual, thrown as .badInput or .badValue (exit code 2 from the CLI), never a crash. 79 distinct cases (one
+// expectBadInput or expect each): safetensors 24, sharded index 8, config.json 18, GGUF 12, tokenizer.json 6,
+// token files 5, missing files 4, missing tensor in a single file and in a GGUF 2.
 import Foundation
 import XCTest
 
@@ -151,7 +151,8 @@ final class BadInputTests: XCTestCase {
         let odd = write("odd.bin", [1, 2, 3], extra: [7])
         expectBadInput(["odd.bin", "13 bytes", "multiple of 4"]) { _ = try TokenWindows(path: odd, seqLen: 2, vocabSize: 96) }
         let short = write("short.bin", [1, 2, 3])
-        expectBadInput(["short.bin", "3 tokens", "--seq-len 16"]) { _ = try TokenWindows(path: short, seqLen: 16, vocabSize: 96) }
+        // The engine names its parameter (seqLen), not a flag: the CLI maps it to --seq-len (CLITests).
+        expectBadInput(["short.bin", "3 tokens", "seqLen 16"]) { _ = try TokenWindows(path: short, seqLen: 16, vocabSize: 96) }
         let big = write("big.bin", [1, 2, 96, 4])
         expectBadInput(["big.bin", "token id 96", "position 2", "vocab_size 96"]) { _ = try TokenWindows(path: big, seqLen: 2, vocabSize: 96) }
         expectBadInput(["missing.bin", "not found"]) { _ = try TokenWindows(path: dir + "/missing.bin", seqLen: 2, vocabSize: 96) }

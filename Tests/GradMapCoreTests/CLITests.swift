@@ -130,6 +130,71 @@ final class CLITests: XCTestCase {
         }
     }
 
+    /// The flags `--help` lists for a subcommand: the option column only (lines indented by two spaces; the
+    /// descriptions, which mention other flags, are indented further), without --help itself.
+    func helpFlags(_ command: String) throws -> Set<String> {
+        let r = try runProcess(binaryPath, [command, "--help"])
+        XCTAssertEqual(r.status, 0, "\(command) --help: \(r.stderr)")
+        var flags = Set<String>()
+        for line in r.stdout.split(separator: "\n") where line.hasPrefix("  -") {
+            let names = line.dropFirst(2).components(separatedBy: "  ")[0]
+            for m in names.matches(of: /--[a-z][a-z0-9-]*/) { flags.insert(String(m.output)) }
+        }
+        flags.remove("--help")
+        return flags
+    }
+
+    /// README's command synopsis lists, per subcommand, exactly the flags its --help shows.
+    func testREADMESynopsisListsExactlyTheFlagsOfHelp() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let readme = try String(contentsOf: root.appendingPathComponent("README.md"), encoding: .utf8)
+        // The code block under "## Commands": a line per command, continued by indented lines.
+        let section = readme.components(separatedBy: "## Commands\n")[1]
+        let block = section.components(separatedBy: "```")[1]
+        var synopsis: [String: Set<String>] = [:]
+        var current: String? = nil
+        for line in block.split(separator: "\n") {
+            if line.hasPrefix("gradmap-dist ") {
+                current = String(line.split(separator: " ")[1])
+            }
+            guard let current else { continue }
+            for m in line.matches(of: /--[a-z][a-z0-9-]*/) { synopsis[current, default: []].insert(String(m.output)) }
+        }
+        let commands = ["prune", "score", "eval", "grad-stats", "inspect", "tokenize", "convert", "bench-gemm"]
+        XCTAssertEqual(Set(synopsis.keys), Set(commands), "README's synopsis covers every subcommand")
+        for command in commands {
+            let help = try helpFlags(command)
+            let listed = synopsis[command] ?? []
+            XCTAssertEqual(listed.subtracting(help).sorted(), [], "\(command): in README, not in --help")
+            XCTAssertEqual(help.subtracting(listed).sorted(), [], "\(command): in --help, not in README")
+        }
+    }
+
+    /// A subcommand takes only the flags it uses: score none of prune's decision, validation and held-out
+    /// flags, eval no --activations (no backward), inspect no --matmul (its plan does not depend on it).
+    func testEachCommandRefusesFlagsItDoesNotUse() throws {
+        let d = Fixtures.dir("llama_gqa")
+        let score = ["score", "--model", d, "--tokens", d + "/tokens.bin", "--seq-len", "8"]
+        let cases: [([String], String)] = [
+            (score + ["--verify-top", "2"], "--verify-top"),
+            (score + ["--iterative"], "--iterative"),
+            (score + ["--validation-windows", "2"], "--validation-windows"),
+            (score + ["--eval-tokens", d + "/tokens.bin"], "--eval-tokens"),
+            (score + ["--eval-windows", "2"], "--eval-windows"),
+            (score + ["--skip-original-eval"], "--skip-original-eval"),
+            (["eval", "--model", d, "--tokens", d + "/tokens.bin", "--seq-len", "8", "--activations", "recompute"], "--activations"),
+            (["inspect", "--model", d, "--matmul", "f32"], "--matmul"),
+        ]
+        for (args, flag) in cases {
+            let r = try runProcess(binaryPath, args)
+            XCTAssertEqual(r.status, 2, "\(args): \(r.stderr)")
+            XCTAssertEqual(r.stderr, "gradmap-dist: Unknown option '\(flag)'\n", "\(args)")
+        }
+        // What score does use still runs.
+        let ok = try runProcess(binaryPath, score + ["--calib-windows", "2", "--metric", "angular", "--remove", "1", "--protect-first", "0", "--protect-last", "0"])
+        XCTAssertEqual(ok.status, 0, ok.stderr)
+    }
+
     /// The OpenBLAS core type: chosen from the CPU's flags when OPENBLAS_CORETYPE is unset (the binary
     /// re-executes itself with it), and left exactly as the environment sets it otherwise (the AMD machines
     /// set Haswell on purpose).

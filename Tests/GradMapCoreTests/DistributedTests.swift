@@ -30,10 +30,18 @@ final class DistributedTests: XCTestCase {
         return path
     }()
 
-    func mpi(_ np: Int, _ args: [String], env: [String: String] = [:], timeout: Double = 120) throws -> ProcessResult {
+    /// `wrapper` goes before the binary (a shell that sets a limit on some ranks, then execs the rest).
+    func mpi(_ np: Int, _ args: [String], env: [String: String] = [:], wrapper: [String] = [], timeout: Double = 120) throws -> ProcessResult {
         XCTAssertTrue(FileManager.default.isExecutableFile(atPath: Self.mpirun), "mpirun not installed (apt package openmpi-bin)")
         let flags = ["--allow-run-as-root", "--oversubscribe", "--mca", "mpi_yield_when_idle", "1", "--bind-to", "none", "-np", "\(np)"]
-        return try runProcess(Self.mpirun, flags + [binaryPath] + args, env: env.merging(["GRADMAP_BLAS_THREADS": "1"]) { a, _ in a }, timeout: timeout)
+        return try runProcess(
+            Self.mpirun, flags + wrapper + [binaryPath] + args, env: env.merging(["GRADMAP_BLAS_THREADS": "1"]) { a, _ in a },
+            timeout: timeout)
+    }
+
+    /// The job's own lines on stderr (prefixed `gradmap-dist:` or `rank N:`), without mpirun's banners.
+    func ownLines(_ r: ProcessResult) -> [String] {
+        r.stderr.split(separator: "\n").map(String.init).filter { $0.hasPrefix("gradmap-dist: ") || $0.range(of: #"^rank \d+: "#, options: .regularExpression) != nil }
     }
 
     func lastJSON(_ r: ProcessResult) throws -> [String: Any] {
@@ -117,6 +125,73 @@ final class DistributedTests: XCTestCase {
         // The whole job ended: no rank of it outlives mpirun.
         let left = try runProcess("/usr/bin/pgrep", ["-f", "gradmap-dist grad-stats --model \(dir)"])
         XCTAssertEqual(left.stdout, "", "ranks left running")
+    }
+
+    /// Bad input that every rank finds after MPI_Init (flag values checked against the model and the files,
+    /// the layout, an existing --out) is one line for the job, exit code 2, and nothing written; so is a flag
+    /// error found before MPI_Init.
+    func testBadInputFoundOnEveryRankIsOneLineForTheJob() throws {
+        let model = Fixtures.dir("llama_gqa")
+        let parent = temporaryDirectory("badjob")
+        let out = parent + "/p"
+        let existing = parent + "/existing"
+        try FileManager.default.createDirectory(atPath: existing, withIntermediateDirectories: false)
+        // llama_gqa has 2 layers, so --layers 1 is the one valid removal.
+        let prune = ["prune", "--model", model, "--tokens", Self.tokens, "--seq-len", "16"]
+        let eval = ["eval", "--model", model, "--tokens", Self.tokens]
+        let cases: [(Int, [String], String)] = [
+            (2, prune + ["--remove", "5", "--out", out], "--remove 5: must be less than"),
+            (3, prune + ["--layers", "1", "--compensate-at", "1", "--out", out], "--compensate-at 1: layer 1 is one of the layers to remove"),
+            (2, prune + ["--layers", "1", "--calib-windows", "20", "--out", out], "--calib-windows 20: \(Self.tokens): 8 windows"),
+            (2, prune + ["--layers", "1", "--calib-windows", "2", "--out", existing], "--out \(existing): already exists"),
+            (2, eval + ["--seq-len", "200"], "--seq-len 200: \(Self.tokens): 128 tokens is shorter than one window"),
+            (2, eval + ["--seq-len", "16", "--stages", "3"], "--stages 3: more stages than the model's 2 layers"),
+            (3, eval + ["--seq-len", "16", "--stages", "2"], "--stages 2: the number of ranks 3 must be a multiple"),
+            (2, eval + ["--seq-len", "16", "--bogus"], "Unknown option '--bogus'"),
+        ]
+        for (np, args, mention) in cases {
+            let r = try mpi(np, args)
+            let label = "np \(np) \(args.dropFirst(5).joined(separator: " "))"
+            XCTAssertEqual(r.status, 2, "\(label): \(r.stderr)")
+            let lines = ownLines(r)
+            XCTAssertEqual(lines.count, 1, "\(label): one line for the job: \(r.stderr)")
+            XCTAssertTrue(lines.first?.hasPrefix("gradmap-dist: ") ?? false, "\(label): the job's line, not a rank's: \(r.stderr)")
+            XCTAssertTrue(lines.first?.contains(mention) ?? false, "\(label): '\(r.stderr)' lacks \(mention)")
+            XCTAssertEqual(r.stdout, "", label)
+        }
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: parent), ["existing"], "nothing written")
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: existing), [], "an existing --out is left as it was")
+    }
+
+    /// A write that fails after MPI_Init (here: past a file-size limit, as a full disk would) ends the whole job
+    /// with exit code 1 and one line naming the file, whichever rank it happens on and whether Foundation
+    /// (a copied tokenizer.json, on rank 0) or the shard writer (rank 1's shard) fails; nothing is left behind.
+    func testAFailedWriteEndsTheJobWithExitOneNamingTheFile() throws {
+        let model = temporaryDirectory("iofail")
+        for f in ["config.json", "model.safetensors"] {
+            try FileManager.default.copyItem(atPath: Fixtures.dir("llama_gqa") + "/" + f, toPath: model + "/" + f)
+        }
+        // Larger than the limit below, which itself leaves room for Open MPI's shared-memory segments.
+        XCTAssertTrue(FileManager.default.createFile(atPath: model + "/tokenizer.json", contents: Data(count: 20 << 20)))
+        let parent = temporaryDirectory("iofail-out")
+        let out = parent + "/p"
+        let args = ["prune", "--model", model, "--tokens", Self.tokens, "--seq-len", "16", "--calib-windows", "2", "--layers", "1",
+                    "--no-compensate", "--stages", "2", "--out", out]
+        let partial = parent + "/.p.partial"
+        let cases: [(String, String)] = [
+            // ulimit -f counts KiB in bash.
+            ("ulimit -f 16384", "rank 0: \(partial)/tokenizer.json: cannot write (File too large)"),
+            ("[ \"$OMPI_COMM_WORLD_RANK\" = 1 ] && ulimit -f 8", "rank 1: \(partial)/model-00002-of-00002.safetensors: cannot write (File too large)"),
+        ]
+        for (limit, expected) in cases {
+            // A hang would end in runProcess's timeout, which throws: the test fails rather than waits.
+            let r = try mpi(2, args, wrapper: ["/bin/bash", "-c", limit + "; exec \"$0\" \"$@\""])
+            XCTAssertEqual(r.status, 1, "\(limit): \(r.stderr)")
+            XCTAssertEqual(ownLines(r), [expected], "\(limit): one line, no 'stopped by SIGTERM' from the others: \(r.stderr)")
+            XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: parent), [], "\(limit): nothing left behind")
+            let left = try runProcess("/usr/bin/pgrep", ["-f", "gradmap-dist prune --model \(model)"])
+            XCTAssertEqual(left.stdout, "", "\(limit): ranks left running")
+        }
     }
 
     /// inspect's plan counts exactly what the ranks allocate: the placement, the float32 parameter bytes and

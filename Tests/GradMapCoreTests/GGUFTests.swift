@@ -483,7 +483,8 @@ final class GGUFTests: XCTestCase {
         for name in GGUFFixtures.models {
             let ref = try GGUFFixtures.reference(name)
             let tokens = GGUFFixtures.dir + "/\(name).tokens.bin"
-            let e = try runProcess(binaryPath, ["eval", "--model", GGUFFixtures.path(name), "--tokens", tokens, "--seq-len", "\(ref.seqLen)", "--json"])
+            // FP32 products: the reference loss is the float one (the machine's default may be bf16).
+            let e = try runProcess(binaryPath, ["eval", "--model", GGUFFixtures.path(name), "--tokens", tokens, "--seq-len", "\(ref.seqLen)", "--matmul", "f32", "--json"])
             XCTAssertEqual(e.status, 0, e.stderr)
             let ggufLoss = (try json(e.stdout)["loss"] as! NSNumber).doubleValue
             XCTAssertEqual(ggufLoss, ref.loss, accuracy: 1e-4, name)
@@ -500,7 +501,7 @@ final class GGUFTests: XCTestCase {
             XCTAssertEqual(cfg["model_type"] as? String, "llama")
             XCTAssertEqual(cfg["torch_dtype"] as? String, "float32")
             XCTAssertEqual(cfg["tie_word_embeddings"] as? Bool, name == "llama_tied_v2")
-            let back = try runProcess(binaryPath, ["eval", "--model", out, "--tokens", tokens, "--seq-len", "\(ref.seqLen)", "--json"])
+            let back = try runProcess(binaryPath, ["eval", "--model", out, "--tokens", tokens, "--seq-len", "\(ref.seqLen)", "--matmul", "f32", "--json"])
             XCTAssertEqual(back.status, 0, back.stderr)
             XCTAssertEqual((try json(back.stdout)["loss"] as! NSNumber).doubleValue, ggufLoss, accuracy: 1e-9, name)
             // The same weights, tensor for tensor.

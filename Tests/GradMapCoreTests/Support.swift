@@ -95,13 +95,14 @@ func runProcess(_ path: String, _ args: [String], env extra: [String: String] = 
                          stderr: String(decoding: errData, as: UTF8.self))
 }
 
-/// Runs body and requires a one-line .badInput error containing every string of `contains`.
+/// Runs body and requires a one-line bad-input error (.badInput or .badValue) containing every string of `contains`.
 func expectBadInput(_ contains: [String], file: StaticString = #filePath, line: UInt = #line, _ body: () throws -> Void) {
     do {
         try body()
         XCTFail("expected an error containing \(contains)", file: file, line: line)
     } catch let e as GradMapError {
-        guard case .badInput(let message) = e else { return XCTFail("not bad input: \(e)", file: file, line: line) }
+        guard e.exitCode == 2 else { return XCTFail("not bad input: \(e)", file: file, line: line) }
+        let message = e.description
         XCTAssertFalse(message.contains("\n"), "error must be one line: \(message)", file: file, line: line)
         for s in contains { XCTAssertTrue(message.contains(s), "'\(message)' lacks '\(s)'", file: file, line: line) }
     } catch {

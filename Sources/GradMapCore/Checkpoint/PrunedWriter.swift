@@ -44,12 +44,12 @@ public struct PrunedWriter {
     public static func checkDestination(_ out: String, force: Bool) throws {
         var isDir: ObjCBool = false
         if FileManager.default.fileExists(atPath: out, isDirectory: &isDir) {
-            guard isDir.boolValue else { throw bad("--out \(out): is a file; expected a folder to create") }
-            guard force else { throw bad("--out \(out): already exists (use --force to replace it)") }
+            guard isDir.boolValue else { throw bad("out", out, "is a file; expected a folder to create") }
+            guard force else { throw bad("out", out, "already exists; replaced only when forced") }
         }
         let parent = URL(fileURLWithPath: out).deletingLastPathComponent().path
         guard FileManager.default.fileExists(atPath: parent, isDirectory: &isDir), isDir.boolValue else {
-            throw bad("--out \(out): parent folder \(parent) does not exist")
+            throw bad("out", out, "parent folder \(parent) does not exist")
         }
         try PartialFolder(out).removeStale()
     }
@@ -93,33 +93,32 @@ public struct PrunedWriter {
     func build(_ folder: PartialFolder, force: Bool, extraFiles: [String: Data]) throws {
         let writing = (0..<placement.stages).filter { !tensors(ofStage: $0).isEmpty }
         let shardName = { (k: Int) in String(format: "model-%05d-of-%05d.safetensors", k + 1, writing.count) }
+        // Each step is agreed on (Communicator.agree) instead of ending at a barrier: a rank whose write fails
+        // reports it once and every rank ends with exit code 1, none left waiting and none killed.
         // Every rank removes the folder if stopped from here on: rank 0 builds it, the others write shards into it.
-        if world.rank == 0 { try folder.create() } else { folder.watch() }
-        try world.barrier()
-        if me.replica == 0, let k = writing.firstIndex(of: me.stage) {
+        try world.agree { if world.rank == 0 { try folder.create() } else { folder.watch() } }
+        try world.agree {
+            guard me.replica == 0, let k = writing.firstIndex(of: me.stage) else { return }
             try folder.writeTensors(shard(), as: shardName(k))
         }
-        try world.barrier()
-        guard world.rank == 0 else {
-            try world.barrier()
-            folder.unwatch()  // renamed by rank 0: nothing to remove any more
-            return
-        }
-        var weightMap: [String: String] = [:]
-        var total = 0
-        for (k, s) in writing.enumerated() {
-            for (spec, name) in tensors(ofStage: s) {
-                weightMap[name] = shardName(k)
-                total += spec.count * dtype.size
+        try world.agree {
+            guard world.rank == 0 else { return }
+            var weightMap: [String: String] = [:]
+            var total = 0
+            for (k, s) in writing.enumerated() {
+                for (spec, name) in tensors(ofStage: s) {
+                    weightMap[name] = shardName(k)
+                    total += spec.count * dtype.size
+                }
             }
+            let index: [String: Any] = ["metadata": ["total_size": total], "weight_map": weightMap]
+            try folder.write("model.safetensors.index.json", .data(try jsonFile(index)))
+            try folder.write("config.json", .data(try jsonFile(prunedConfig())))
+            for (name, file) in try tokenizerFiles() { try folder.write(name, file) }
+            for (name, data) in extraFiles { try folder.write(name, .data(data)) }
+            try folder.commit(replacing: force)
         }
-        let index: [String: Any] = ["metadata": ["total_size": total], "weight_map": weightMap]
-        try folder.write("model.safetensors.index.json", .data(try jsonFile(index)))
-        try folder.write("config.json", .data(try jsonFile(prunedConfig())))
-        for (name, file) in try tokenizerFiles() { try folder.write(name, file) }
-        for (name, data) in extraFiles { try folder.write(name, .data(data)) }
-        try folder.commit(replacing: force)
-        try world.barrier()
+        folder.unwatch()  // renamed by rank 0: nothing to remove any more
     }
 
     /// The source's tokenizer (and generation) files: a folder's copied, a GGUF's rebuilt from its metadata as
@@ -165,7 +164,16 @@ func jsonFile(_ object: Any) throws -> Data {
 }
 
 func writeJSON(_ object: Any, to path: String) throws {
-    try jsonFile(object).write(to: URL(fileURLWithPath: path))
+    let data = try jsonFile(object)
+    try namingFile(path) { try data.write(to: URL(fileURLWithPath: path)) }
+}
+
+/// Runs a file operation on `path`; a Foundation or POSIX failure becomes a runtime error naming the file
+/// (exit code 1: the machine failed, not the input).
+func namingFile(_ path: String, _ what: String = "cannot write", _ body: () throws -> Void) throws {
+    do { try body() } catch let e as GradMapError { throw e } catch {
+        throw GradMapError.runtime("\(path): \(what) (\(GradMapError.reason(error)))")
+    }
 }
 
 extension ModelConfig {

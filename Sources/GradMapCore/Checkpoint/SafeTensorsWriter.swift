@@ -45,13 +45,6 @@ public struct SafeTensorsEntry {
             copy.withUnsafeBufferPointer { dst.update(from: $0.baseAddress!, count: copy.count) }
         }
     }
-
-    /// The stored bytes (tests and small files).
-    public func bytes() throws -> [UInt8] {
-        var out = [UInt8](repeating: 0, count: byteCount)
-        try out.withUnsafeMutableBytes { try fill($0) }
-        return out
-    }
 }
 
 public enum SafeTensorsWriter {
@@ -84,14 +77,6 @@ public enum SafeTensorsWriter {
         withUnsafeBytes(of: UInt64(header.count).littleEndian) { out.append(contentsOf: $0) }
         out.append(contentsOf: header)
         return (out, ordered)
-    }
-
-    /// The whole file's bytes.
-    public static func encode(_ entries: [SafeTensorsEntry], metadata: [String: String] = ["format": "pt"]) throws -> [UInt8] {
-        let (header, ordered) = layout(entries, metadata: metadata)
-        var out = header
-        for e in ordered { out.append(contentsOf: try e.bytes()) }
-        return out
     }
 
     /// Streams the file: the header, then each tensor's bytes as it is produced (one tensor in memory at a time).

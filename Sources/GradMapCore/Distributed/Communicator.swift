@@ -68,6 +68,18 @@ public final class Communicator: @unchecked Sendable {
         exit(code)
     }
 
+    /// Ends this rank after a JobFailure, which every rank of the job has: the barrier lets the reporting rank
+    /// print before any rank exits (mpirun stops the job at the first non-zero exit, SIGTERM to the ranks still
+    /// finalizing, which then add no line), and no MPI_Abort is needed.
+    public static func endJob(code: Int32) -> Never {
+        Interrupt.silence()
+        if mpiStarted, let world = try? world() {
+            try? world.barrier()
+            finalize()
+        }
+        exit(code)
+    }
+
     static func check(_ code: Int32, _ what: String) throws {
         guard code != gm_success() else { return }
         var buf = [CChar](repeating: 0, count: Int(gm_max_error_string()) + 1)
@@ -100,13 +112,6 @@ public final class Communicator: @unchecked Sendable {
     }
 
     // MARK: point to point
-
-    public func send<T: MPIScalar>(_ buf: UnsafePointer<T>, count: Int, to dest: Int, tag: Int) throws {
-        guard let comm else { throw GradMapError.runtime("send on a world of size 1") }
-        try chunked(count) { off, n in
-            try Communicator.check(MPI_Send(buf + off, n, T.mpiType, Int32(dest), Int32(tag), comm), "MPI_Send to rank \(dest)")
-        }
-    }
 
     /// Blocking receive, waited for politely (see Request.wait).
     public func recv<T: MPIScalar>(_ buf: UnsafeMutablePointer<T>, count: Int, from src: Int, tag: Int) throws {
@@ -242,20 +247,6 @@ public final class Communicator: @unchecked Sendable {
         }
     }
 
-    /// Every rank's `values` (same count on all ranks), concatenated in rank order, on every rank.
-    public func allGather(_ values: [Double]) throws -> [Double] {
-        guard let comm, size > 1 else { return values }
-        var out = [Double](repeating: 0, count: values.count * size)
-        try values.withUnsafeBufferPointer { src in
-            try out.withUnsafeMutableBufferPointer { dst in
-                try Communicator.check(
-                    MPI_Allgather(src.baseAddress, Int32(values.count), gm_double(), dst.baseAddress,
-                                  Int32(values.count), gm_double(), comm), "MPI_Allgather")
-            }
-        }
-        return out
-    }
-
     /// Every rank's `values` on `root` (others get []), concatenated in rank order.
     public func gather(_ values: [Double], root: Int) throws -> [Double] {
         guard let comm, size > 1 else { return values }
@@ -268,6 +259,23 @@ public final class Communicator: @unchecked Sendable {
             }
         }
         return rank == root ? out : []
+    }
+
+    /// Runs `body` on every rank and agrees on the outcome. When it throws on any rank, it throws JobFailure on
+    /// every rank, carrying the lowest failing rank's error (its exit code for all): that rank reports it, one
+    /// line for the job instead of one per rank. Every rank must call it at the same point, and `body` must not
+    /// communicate (a rank that failed would not join): it is for checks, set-up and writes between the
+    /// collectives.
+    public func agree<T>(_ body: () throws -> T) throws -> T {
+        let outcome = Result { try body() }
+        // codes[r]: rank r's exit code, 0 when it succeeded; summed, every rank sees every rank's.
+        var codes = [Double](repeating: 0, count: size)
+        if case .failure(let error) = outcome { codes[rank] = Double(GradMapError.exitCode(error)) }
+        codes = try allReduceSum(codes)
+        guard let first = codes.firstIndex(where: { $0 != 0 }) else { return try outcome.get() }
+        var error: Error? = nil
+        if first == rank, case .failure(let mine) = outcome { error = mine }
+        throw JobFailure(code: Int32(codes[first]), error: error, reporter: first, everyRank: !codes.contains(0))
     }
 
     public func barrier() throws {

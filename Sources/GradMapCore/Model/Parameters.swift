@@ -103,8 +103,6 @@ public final class ParameterSet<F: Real>: @unchecked Sendable {
     /// Per spec: where its values are in `values` (layer tensors in bf16: the offset inside the window).
     private let valueOffset: [Int]
     private let specOffsets: [Int]
-    /// layer → offset of its first tensor in the full layout.
-    private let layerStart: [Int: Int]
     private let windowBase: Int
     private var windowLayer: Int? = nil
     /// bf16: per spec, the BF16 bits of a layer tensor (nil for non-layer tensors); `owned` holds those not mapped.
@@ -123,9 +121,6 @@ public final class ParameterSet<F: Real>: @unchecked Sendable {
         specs = ParamLayout.specs(config, part: part)
         count = specs.last.map { $0.offset + $0.count } ?? 0
         index = Dictionary(uniqueKeysWithValues: specs.enumerated().map { ($1.name, $0) })
-        var starts: [Int: Int] = [:]
-        for s in specs { if let l = s.layer, starts[l] == nil { starts[l] = s.offset } }
-        layerStart = starts
         packed = [UnsafePointer<UInt16>?](repeating: nil, count: specs.count)
         specOffsets = specs.map(\.offset)
         switch weights {
@@ -134,6 +129,9 @@ public final class ParameterSet<F: Real>: @unchecked Sendable {
             windowBase = count
             values = Buffer(count: count)
         case .bf16:
+            // layer → offset of its first tensor in the full layout
+            var starts: [Int: Int] = [:]
+            for s in specs { if let l = s.layer, starts[l] == nil { starts[l] = s.offset } }
             var offsets: [Int] = []
             var compact = 0
             for s in specs where s.layer == nil { compact += s.count }

@@ -238,7 +238,7 @@ extension Pruner {
             candidates = [shifts.max { ($0.1, -$0.0) < ($1.1, -$1.0) }!.0]
             alphas = [options.ridge]
         case .layer(let j):
-            guard kept.contains(j) else { throw bad("--compensate-at \(j): layer \(j) was removed") }
+            guard kept.contains(j) else { throw bad("compensateAt", j, "layer \(j) was removed") }
             candidates = [j]
             alphas = [options.ridge]
         case .auto:

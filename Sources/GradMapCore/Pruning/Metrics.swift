@@ -7,10 +7,7 @@ import Foundation
 public enum Metric: String, CaseIterable, Sendable {
     case gradmap, fisher, gate, taylor, bi, angular, sleb, random
 
-    /// Scored once on the original model, the K decisions then taken from those scores.
-    public var oneShot: Bool { self == .bi || self == .angular }
     public var needsBackward: Bool { self == .gradmap || self == .fisher || self == .gate || self == .taylor }
-    public var needsWeightGradients: Bool { self == .gradmap || self == .taylor }
 }
 
 public enum GradientNorm: String, Sendable { case l1, l2 }

@@ -71,34 +71,36 @@ public final class Pruner: @unchecked Sendable {
         try Pruner.validate(options, layers: config.layers)
     }
 
-    /// Rejects impossible requests before any work (one line, the flag named).
+    /// Rejects impossible requests before any work (one line, the PruneOptions field named).
     public static func validate(_ o: PruneOptions, layers l: Int) throws {
-        guard o.protectFirst >= 0, o.protectLast >= 0 else { throw bad("--protect-first/--protect-last: must be ≥ 0") }
+        guard o.protectFirst >= 0 else { throw bad("protectFirst", o.protectFirst, "must be at least 0") }
+        guard o.protectLast >= 0 else { throw bad("protectLast", o.protectLast, "must be at least 0") }
         let unprotected = max(0, l - o.protectFirst - o.protectLast)
         if let given = o.layers {
-            guard !given.isEmpty else { throw bad("--layers: empty list") }
+            guard !given.isEmpty else { throw bad("layers", nil, "empty list") }
             for x in given where x < 0 || x >= l {
-                throw bad("--layers: layer \(x) is out of range; the model has layers 0..\(l - 1)")
+                throw bad("layers", nil, "layer \(x) is out of range; the model has layers 0..\(l - 1)")
             }
             if let dup = given.first(where: { x in given.filter { $0 == x }.count > 1 }) {
-                throw bad("--layers: layer \(dup) is given twice")
+                throw bad("layers", nil, "layer \(dup) is given twice")
             }
-            guard given.count < l else { throw bad("--layers: removing all \(l) layers leaves no model") }
+            guard given.count < l else { throw bad("layers", nil, "removing all \(l) layers leaves no model") }
         } else {
-            guard o.remove >= 1 else { throw bad("--remove: must be at least 1, got \(o.remove)") }
+            guard o.remove >= 1 else { throw bad("remove", o.remove, "must be at least 1") }
             guard o.remove < unprotected else {
-                throw bad("--remove \(o.remove): must be less than the \(unprotected) unprotected layers (\(l) layers, --protect-first \(o.protectFirst), --protect-last \(o.protectLast))")
+                let why = "\(l) layers, the first \(o.protectFirst) and the last \(o.protectLast) protected"
+                throw bad("remove", o.remove, "must be less than the \(unprotected) layers that may be removed (\(why))")
             }
         }
-        guard o.verifyTop >= 1 else { throw bad("--verify-top: must be at least 1, got \(o.verifyTop)") }
-        guard o.microBatch >= 1 else { throw bad("--micro-batch: must be at least 1, got \(o.microBatch)") }
+        guard o.verifyTop >= 1 else { throw bad("verifyTop", o.verifyTop, "must be at least 1") }
+        guard o.microBatch >= 1 else { throw bad("microBatch", o.microBatch, "must be at least 1") }
         if case .layer(let j)? = o.compensateAt {
-            guard j >= 0 && j < l else { throw bad("--compensate-at \(j): out of range; the model has layers 0..\(l - 1)") }
+            guard j >= 0 && j < l else { throw bad("compensateAt", j, "out of range; the model has layers 0..\(l - 1)") }
             if let given = o.layers, given.contains(j) {
-                throw bad("--compensate-at \(j): layer \(j) is removed by --layers")
+                throw bad("compensateAt", j, "layer \(j) is one of the layers to remove")
             }
         }
-        guard o.ridge > 0 else { throw bad("--ridge: must be positive, got \(o.ridge)") }
+        guard o.ridge > 0 else { throw bad("ridge", o.ridge, "must be positive") }
     }
 
     /// Kept layers that may be removed, ascending.
@@ -116,13 +118,6 @@ public final class Pruner: @unchecked Sendable {
     /// Calibration loss of the current model with each candidate removed in turn (one reusing sweep).
     func lossesWithout(_ candidates: [Int]) throws -> [Double] {
         try pipeline.sweep(data: data, windows: calibration, microBatch: options.microBatch, candidates: candidates)
-    }
-
-    /// Loss of the model with every layer.
-    public func originalLoss(windows: [Int]? = nil) throws -> Double {
-        pipeline.setKept(Set(0..<config.layers))
-        defer { pipeline.setKept(kept) }
-        return try pipeline.run(data: data, windows: windows ?? calibration, microBatch: options.microBatch, backward: false).loss
     }
 
     public func remove(_ layer: Int) {
@@ -155,7 +150,7 @@ public final class Pruner: @unchecked Sendable {
             let t0 = elapsed()
             let scores = try angularScores(blockSize: k)
             guard let startLayer = argmin(scores, among: Array(0..<config.layers)) else {
-                throw bad("--remove \(k): no block of \(k) consecutive unprotected layers")
+                throw bad("remove", k, "no block of \(k) consecutive unprotected layers")
             }
             for layer in startLayer..<(startLayer + k) {
                 var s = scores

@@ -26,6 +26,9 @@ public enum Interrupt {
     nonisolated(unsafe) private static var writeEnd: Int32 = -1
     /// "rank N" under MPI, else "gradmap-dist": read before any signal, as messages are prefixed elsewhere.
     nonisolated(unsafe) private static var prefix = "gradmap-dist"
+    /// Set when the job ends by agreement, its failure already reported (Communicator.endJob): a SIGTERM then
+    /// is mpirun stopping the ranks still in MPI_Finalize after the first exited, no news, so it adds no line.
+    nonisolated(unsafe) private static var quiet = false
 
     /// Installs the handlers for SIGTERM and SIGINT and starts the cleanup thread (once, at start-up).
     public static func install() {
@@ -58,6 +61,9 @@ public enum Interrupt {
         return try body()
     }
 
+    /// From now on a signal ends the process without a line (see `quiet`).
+    public static func silence() { quiet = true }
+
     /// Removes a partial folder and what it holds; entries that vanish meanwhile (another rank removing the
     /// same folder) are not errors. Throws only when something stays.
     public static func removeTree(_ path: String) throws {
@@ -87,7 +93,7 @@ public enum Interrupt {
             note = FileManager.default.fileExists(atPath: path) ? "; could not remove \(path)" : "; removed \(path)"
         }
         let name = number == SIGINT ? "SIGINT" : number == SIGTERM ? "SIGTERM" : "signal \(number)"
-        FileHandle.standardError.write(Data("\(prefix): stopped by \(name)\(note)\n".utf8))
+        if !quiet || !note.isEmpty { FileHandle.standardError.write(Data("\(prefix): stopped by \(name)\(note)\n".utf8)) }
         signal(number, SIG_DFL)
         raise(number)
         _exit(128 + number)

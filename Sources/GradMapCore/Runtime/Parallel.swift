@@ -48,8 +48,4 @@ public enum Parallel {
             }
         }
     }
-
-    /// Number of chunks `chunks(n, size:)` makes.
-    @inline(__always)
-    static func chunkCount(_ n: Int, size: Int) -> Int { (n + size - 1) / size }
 }

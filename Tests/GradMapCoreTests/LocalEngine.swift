@@ -1,20 +1,13 @@
-// The single-process driver: one stage holding the whole model, windows processed in micro-batches.
-// It defines the loss the distributed schedule must reproduce: mean next-token NLL over positions 1..T-1 of
-// each window, averaged over windows, with gradients of exactly that mean.
+// The single-process driver the tests compare against: one stage holding the whole model, windows processed
+// in micro-batches. It defines the loss the distributed schedule must reproduce: mean next-token NLL over
+// positions 1..T-1 of each window, averaged over windows, with gradients of exactly that mean.
 import Foundation
 
-public struct LossResult: Sendable {
-    public let windows: Int
-    public let seqLen: Int
-    /// Σ NLL over all predictions.
-    public let nll: Double
-    public var predictions: Int { windows * (seqLen - 1) }
-    public var loss: Double { nll / Double(predictions) }
-}
+@testable import GradMapCore
 
-public enum LocalEngine {
+enum LocalEngine {
     /// Loads every tensor of the checkpoint into a single stage (strict: shapes checked, nothing left over).
-    public static func load<F: Real>(
+    static func load<F: Real>(
         _ ckpt: Checkpoint, seqLen: Int, maxBatch: Int, training: Bool, policy: ActivationPolicy = .store
     ) throws -> Stage<F> {
         let c = ckpt.config
@@ -27,7 +20,7 @@ public enum LocalEngine {
 
     /// Mean loss over the windows; with `backward`, params.grads receives ∂loss/∂θ (zeroed first).
     /// The single-process case of the distributed schedule: one stage, one replica, no messages.
-    public static func run<F: Real & MPIScalar>(
+    static func run<F: Real & MPIScalar>(
         _ stage: Stage<F>, data: TokenWindows, windows: [Int], microBatch: Int, backward: Bool,
         onLogits: ((Int, UnsafePointer<F>) -> Void)? = nil
     ) -> LossResult {
