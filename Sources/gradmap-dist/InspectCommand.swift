@@ -40,7 +40,7 @@ struct InspectCommand: ParsableCommand {
         let storage: DType
         if model.model.hasSuffix(".json") {
             config = try ModelConfig.load(path: model.model)
-            let name = (config.raw["torch_dtype"] as? String) ?? (config.raw["dtype"] as? String) ?? "bfloat16"
+            let name = HFConfig.declaredDType(config.raw)
             storage = name == "float32" ? .f32 : name == "float16" ? .f16 : .bf16
         } else {
             let ckpt = try model.checkpoint()

@@ -541,7 +541,7 @@ public final class GGUFModel: TensorSource, @unchecked Sendable {
         guard let eps = try f.double(arch + ".attention.layer_norm_rms_epsilon") else {
             throw bad("\(path): missing metadata \(shown(arch)).attention.layer_norm_rms_epsilon")
         }
-        let theta = try f.double(arch + ".rope.freq_base") ?? 10000
+        let theta = try f.double(arch + ".rope.freq_base") ?? HFConfig.defaultRopeTheta
         guard let embd = f.tensors["token_embd.weight"] else { throw bad("\(path): missing tensor token_embd.weight") }
         guard embd.dims.count == 2 else {
             throw bad("\(path): tensor token_embd.weight must be a matrix, got shape \(embd.shape)")
@@ -588,39 +588,42 @@ public final class GGUFModel: TensorSource, @unchecked Sendable {
         }
         if let norm = f.tensors["output_norm.weight"] { try check(arch + ".embedding_length", hidden, norm, 0) }
 
-        var ropeScaling: Any = NSNull()
+        var ropeScaling = Nullable<HFRopeScaling>.null
         let scalingType = try f.string(arch + ".rope.scaling.type")
         let linearFactor = try f.double(arch + ".rope.scaling.factor") ?? (try f.double(arch + ".rope.scale_linear"))
         switch scalingType {
         case nil, "none":
             if scalingType == nil, let factor = linearFactor, factor != 1 {
-                ropeScaling = ["rope_type": "linear", "factor": factor] as [String: Any]
+                ropeScaling = .some(HFRopeScaling(ropeType: "linear", factor: factor))
             }
         case "linear":
             guard let factor = linearFactor else { throw bad("\(path): metadata \(shown(arch)).rope.scaling.type linear needs \(shown(arch)).rope.scaling.factor") }
-            ropeScaling = ["rope_type": "linear", "factor": factor] as [String: Any]
+            ropeScaling = .some(HFRopeScaling(ropeType: "linear", factor: factor))
         case let other?:
             throw bad("\(path): metadata \(shown(arch)).rope.scaling.type '\(shown(other))' is not supported; expected none or linear")
         }
 
-        var raw: [String: Any] = [
-            "model_type": arch, "architectures": ["LlamaForCausalLM"], "vocab_size": vocab, "hidden_size": hidden,
-            "intermediate_size": intermediate, "num_hidden_layers": layers, "num_attention_heads": heads,
-            "num_key_value_heads": kvHeads, "head_dim": headDim, "rms_norm_eps": eps, "rope_theta": theta,
-            "rope_scaling": ropeScaling, "hidden_act": "silu",
-            "attention_bias": f.tensors["blk.0.attn_q.bias"] != nil, "mlp_bias": f.tensors["blk.0.ffn_gate.bias"] != nil,
-            "max_position_embeddings": try f.int(arch + ".context_length") ?? 2048,
-            "tie_word_embeddings": f.tensors["output.weight"] == nil, "initializer_range": 0.02,
-            "use_cache": true, "torch_dtype": "float32", "dtype": "float32",
+        var hf = HFConfig()
+        hf.modelType = arch; hf.architectures = ["LlamaForCausalLM"]; hf.vocabSize = vocab; hf.hiddenSize = hidden
+        hf.intermediateSize = intermediate; hf.numHiddenLayers = layers; hf.numAttentionHeads = heads
+        hf.numKeyValueHeads = kvHeads; hf.headDim = headDim; hf.rmsNormEps = eps; hf.ropeTheta = theta
+        hf.ropeScaling = ropeScaling; hf.hiddenAct = "silu"
+        hf.attentionBias = f.tensors["blk.0.attn_q.bias"] != nil; hf.mlpBias = f.tensors["blk.0.ffn_gate.bias"] != nil
+        hf.maxPositionEmbeddings = try f.int(arch + ".context_length") ?? 2048
+        hf.tieWordEmbeddings = f.tensors["output.weight"] == nil; hf.initializerRange = 0.02
+        hf.useCache = true; hf.torchDtype = "float32"; hf.dtype = "float32"
+        let tokenIDs: [(String, WritableKeyPath<HFConfig, Int?>)] = [
+            ("bos_token_id", \.bosTokenId), ("eos_token_id", \.eosTokenId), ("padding_token_id", \.padTokenId),
         ]
-        for (key, field) in [("bos_token_id", "bos_token_id"), ("eos_token_id", "eos_token_id"), ("padding_token_id", "pad_token_id")] {
+        for (key, field) in tokenIDs {
             if let id = try f.int("tokenizer.ggml." + key) {
                 guard id >= 0, id < vocab else {
                     throw bad("\(path): metadata tokenizer.ggml.\(key) = \(id) is outside the vocabulary of \(vocab)")
                 }
-                raw[field] = id
+                hf[keyPath: field] = id
             }
         }
+        let raw = try hf.jsonObject(source: path)
         return try ModelConfig.parse(raw, source: path)
     }
 }

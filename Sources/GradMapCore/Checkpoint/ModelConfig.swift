@@ -5,7 +5,7 @@ import Foundation
 public struct RopeConfig: Sendable, Equatable {
     public enum Kind: String, Sendable { case `default`, linear, llama3 }
     public var kind: Kind = .default
-    public var theta: Double = 10000
+    public var theta = HFConfig.defaultRopeTheta
     public var factor: Double = 1
     public var lowFreqFactor: Double = 1
     public var highFreqFactor: Double = 4
@@ -85,87 +85,93 @@ public struct ModelConfig: Sendable {
     }
 
     public static func parse(_ d: [String: Any], source: String) throws -> ModelConfig {
-        func number(_ key: String) throws -> Double? {
-            guard let v = d[key], !(v is NSNull) else { return nil }
+        typealias Key = HFConfig.Key
+        func number(_ key: Key) throws -> Double? {
+            guard let v = d[key.rawValue], !(v is NSNull) else { return nil }
             guard let n = v as? NSNumber else {
-                throw bad("\(source): \(key) must be a number, got \(shown(v))")
+                throw bad("\(source): \(key.rawValue) must be a number, got \(shown(v))")
             }
             return n.doubleValue
         }
-        func int(_ key: String, limit: Int = maxDimension) throws -> Int? {
+        func int(_ key: Key, limit: Int = maxDimension) throws -> Int? {
             guard let x = try number(key) else { return nil }
+            let name = key.rawValue
             guard x.isFinite, x == x.rounded(), x > 0 else {
-                throw bad("\(source): \(key) must be a positive integer, got \(shown(d[key]!))")
+                throw bad("\(source): \(name) must be a positive integer, got \(shown(d[name]!))")
             }
-            guard x <= Double(limit) else { throw bad("\(source): \(key) \(shown(d[key]!)) is larger than the limit of \(limit)") }
+            guard x <= Double(limit) else { throw bad("\(source): \(name) \(shown(d[name]!)) is larger than the limit of \(limit)") }
             return Int(x)
         }
-        func positive(_ key: String, _ value: Double) throws -> Double {
-            guard value.isFinite, value > 0 else { throw bad("\(source): \(key) must be a positive number, got \(shown(value))") }
+        func positive(_ key: Key, _ value: Double) throws -> Double {
+            guard value.isFinite, value > 0 else {
+                throw bad("\(source): \(key.rawValue) must be a positive number, got \(shown(value))")
+            }
             return value
         }
-        func required(_ key: String) throws -> Int {
-            guard let v = try int(key) else { throw bad("\(source): missing \(key)") }
+        func required(_ key: Key, limit: Int = maxDimension) throws -> Int {
+            guard let v = try int(key, limit: limit) else { throw bad("\(source): missing \(key.rawValue)") }
             return v
         }
-        func layers() throws -> Int {
-            guard let v = try int("num_hidden_layers", limit: maxLayers) else { throw bad("\(source): missing num_hidden_layers") }
-            return v
-        }
-        func flag(_ key: String, _ def: Bool) throws -> Bool {
-            guard let v = d[key], !(v is NSNull) else { return def }
-            guard let b = v as? Bool else { throw bad("\(source): \(key) must be true or false, got \(shown(v))") }
+        func flag(_ key: Key) throws -> Bool {
+            guard let v = d[key.rawValue], !(v is NSNull) else { return false }
+            guard let b = v as? Bool else { throw bad("\(source): \(key.rawValue) must be true or false, got \(shown(v))") }
             return b
         }
-        guard let type = d["model_type"] as? String else { throw bad("\(source): missing model_type") }
+        guard let type = d[Key.modelType.rawValue] as? String else { throw bad("\(source): missing \(Key.modelType.rawValue)") }
         guard supportedTypes.contains(type) else {
             throw bad("\(source): model_type '\(shown(type))' is not supported; expected one of \(supportedTypes.joined(separator: ", "))")
         }
-        let hidden = try required("hidden_size")
-        let heads = try required("num_attention_heads")
-        let kvHeads = try int("num_key_value_heads") ?? heads
+        let hidden = try required(.hiddenSize)
+        let heads = try required(.numAttentionHeads)
+        let kvHeads = try int(.numKeyValueHeads) ?? heads
         guard heads % kvHeads == 0 else {
             throw bad("\(source): num_attention_heads \(heads) is not a multiple of num_key_value_heads \(kvHeads)")
         }
-        if d["head_dim"] == nil || d["head_dim"] is NSNull, hidden % heads != 0 {
+        let headDimValue = d[Key.headDim.rawValue]
+        if headDimValue == nil || headDimValue is NSNull, hidden % heads != 0 {
             throw bad("\(source): hidden_size \(hidden) is not a multiple of num_attention_heads \(heads) (and there is no head_dim)")
         }
-        let headDim = try int("head_dim") ?? hidden / heads
+        let headDim = try int(.headDim) ?? hidden / heads
         guard headDim % 2 == 0 else { throw bad("\(source): head_dim \(headDim) must be even for RoPE") }
         guard heads * headDim <= maxDimension else {
             throw bad("\(source): num_attention_heads \(heads) × head_dim \(headDim) is larger than the limit of \(maxDimension)")
         }
-        let attentionBias = try flag("attention_bias", false)
+        let attentionBias = try flag(.attentionBias)
         let rope = try parseRope(d, source: source)
+        let vocab = try required(.vocabSize)
+        let intermediate = try required(.intermediateSize)
+        let layers = try required(.numHiddenLayers, limit: maxLayers)
+        let eps = try positive(.rmsNormEps, try number(.rmsNormEps) ?? HFConfig.defaultRmsNormEps)
+        let tied = try flag(.tieWordEmbeddings)
         return ModelConfig(
-            modelType: type, vocabSize: try required("vocab_size"), hidden: hidden,
-            intermediate: try required("intermediate_size"), layers: try layers(),
-            heads: heads, kvHeads: kvHeads, headDim: headDim, rmsEps: try positive("rms_norm_eps", try number("rms_norm_eps") ?? 1e-6),
-            tieEmbeddings: try flag("tie_word_embeddings", false),
+            modelType: type, vocabSize: vocab, hidden: hidden, intermediate: intermediate, layers: layers,
+            heads: heads, kvHeads: kvHeads, headDim: headDim, rmsEps: eps, tieEmbeddings: tied,
             qkvBias: type == "qwen2" || attentionBias, attentionOutputBias: type != "qwen2" && attentionBias,
-            mlpBias: try flag("mlp_bias", false), rope: rope, raw: d)
+            mlpBias: try flag(.mlpBias), rope: rope, raw: d)
     }
 
     static func parseRope(_ d: [String: Any], source: String) throws -> RopeConfig {
+        typealias Scaling = HFRopeScaling.CodingKeys
         var rope = RopeConfig()
         var scaling: [String: Any]? = nil
-        if let params = d["rope_parameters"] as? [String: Any] {
+        if let params = d[HFConfig.Key.ropeParameters.rawValue] as? [String: Any] {
             rope.fromRopeParameters = true
             scaling = params
-            if let theta = params["rope_theta"] as? NSNumber { rope.theta = theta.doubleValue }
+            if let theta = params[HFRopeScaling.CodingKeys.ropeTheta.rawValue] as? NSNumber { rope.theta = theta.doubleValue }
         } else {
-            if let theta = d["rope_theta"] as? NSNumber { rope.theta = theta.doubleValue }
-            scaling = d["rope_scaling"] as? [String: Any]
+            if let theta = d[HFConfig.Key.ropeTheta.rawValue] as? NSNumber { rope.theta = theta.doubleValue }
+            scaling = d[HFConfig.Key.ropeScaling.rawValue] as? [String: Any]
         }
         guard rope.theta.isFinite, rope.theta > 0 else { throw bad("\(source): rope_theta must be a positive number, got \(rope.theta)") }
         guard let s = scaling else { return rope }
-        let key = rope.fromRopeParameters ? "rope_parameters" : "rope_scaling"
-        let type = (s["rope_type"] as? String) ?? (s["type"] as? String) ?? "default"
+        let key = (rope.fromRopeParameters ? HFConfig.Key.ropeParameters : .ropeScaling).rawValue
+        let type = (s[Scaling.ropeType.rawValue] as? String) ?? (s[Scaling.type.rawValue] as? String) ?? "default"
         guard let kind = RopeConfig.Kind(rawValue: type) else {
             throw bad("\(source): \(key) rope_type '\(shown(type))' is not supported; expected default, linear or llama3")
         }
         rope.kind = kind
-        func num(_ k: String) throws -> Double {
+        func num(_ key: Scaling) throws -> Double {
+            let k = key.rawValue
             guard let n = s[k] as? NSNumber else { throw bad("\(source): \(key) of type \(shown(type)) needs \(k)") }
             guard n.doubleValue.isFinite, n.doubleValue > 0 else {
                 throw bad("\(source): \(key) \(k) must be a positive number, got \(n)")
@@ -174,12 +180,12 @@ public struct ModelConfig: Sendable {
         }
         switch kind {
         case .default: break
-        case .linear: rope.factor = try num("factor")
+        case .linear: rope.factor = try num(.factor)
         case .llama3:
-            rope.factor = try num("factor")
-            rope.lowFreqFactor = try num("low_freq_factor")
-            rope.highFreqFactor = try num("high_freq_factor")
-            rope.originalMaxPositions = try num("original_max_position_embeddings")
+            rope.factor = try num(.factor)
+            rope.lowFreqFactor = try num(.lowFreqFactor)
+            rope.highFreqFactor = try num(.highFreqFactor)
+            rope.originalMaxPositions = try num(.originalMaxPositionEmbeddings)
         }
         return rope
     }

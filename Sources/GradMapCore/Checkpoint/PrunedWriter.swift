@@ -113,7 +113,7 @@ public struct PrunedWriter {
             }
             let index: [String: Any] = ["metadata": ["total_size": total], "weight_map": weightMap]
             try folder.write("model.safetensors.index.json", .data(try jsonFile(index)))
-            try folder.write("config.json", .data(try jsonFile(prunedConfig())))
+            try folder.write("config.json", .data(try jsonFile(try prunedConfig())))
             for (name, file) in try tokenizerFiles() { try folder.write(name, file) }
             for (name, data) in extraFiles { try folder.write(name, .data(data)) }
             try folder.commit(replacing: force)
@@ -135,24 +135,27 @@ public struct PrunedWriter {
     }
 
     /// config.json of the pruned model: the source's keys, num_hidden_layers and per-layer lists updated.
-    public func prunedConfig() -> [String: Any] {
+    public func prunedConfig() throws -> [String: Any] {
+        typealias Key = HFConfig.Key
         var cfg = source.config.raw
-        if cfg.isEmpty { cfg = source.config.huggingFaceJSON() }
+        if cfg.isEmpty { cfg = try source.config.huggingFaceJSON() }
         let original = source.config.layers
-        cfg["num_hidden_layers"] = kept.count
+        cfg[Key.numHiddenLayers.rawValue] = kept.count
         // Per-layer lists (one entry per decoder layer) keep the kept layers' entries.
-        for key in ["layer_types", "no_rope_layers"] {
+        for key in [Key.layerTypes.rawValue, Key.noRopeLayers.rawValue] {
             if let list = cfg[key] as? [Any], list.count == original { cfg[key] = kept.map { list[$0] } }
         }
-        if let w = cfg["max_window_layers"] as? Int, w > kept.count { cfg["max_window_layers"] = kept.count }
+        let window = Key.maxWindowLayers.rawValue
+        if let w = cfg[window] as? Int, w > kept.count { cfg[window] = kept.count }
         let name: String
         switch dtype {
         case .bf16: name = "bfloat16"
         case .f16: name = "float16"
         default: name = "float32"
         }
-        if cfg["dtype"] != nil || cfg["torch_dtype"] == nil { cfg["dtype"] = name }
-        if cfg["torch_dtype"] != nil { cfg["torch_dtype"] = name }
+        let dtypeKey = Key.dtype.rawValue, torchKey = Key.torchDtype.rawValue
+        if cfg[dtypeKey] != nil || cfg[torchKey] == nil { cfg[dtypeKey] = name }
+        if cfg[torchKey] != nil { cfg[torchKey] = name }
         return cfg
     }
 }
@@ -177,25 +180,28 @@ func namingFile(_ path: String, _ what: String = "cannot write", _ body: () thro
 }
 
 extension ModelConfig {
-    /// config.json for a model that came without one (a GGUF file).
-    public func huggingFaceJSON() -> [String: Any] {
-        var d: [String: Any] = [
-            "architectures": ["LlamaForCausalLM"], "model_type": modelType, "vocab_size": vocabSize,
-            "hidden_size": hidden, "intermediate_size": intermediate, "num_hidden_layers": layers,
-            "num_attention_heads": heads, "num_key_value_heads": kvHeads, "head_dim": headDim,
-            "rms_norm_eps": rmsEps, "tie_word_embeddings": tieEmbeddings, "attention_bias": attentionOutputBias,
-            "mlp_bias": mlpBias, "hidden_act": "silu", "max_position_embeddings": 8192, "dtype": "float32",
-            "rope_theta": rope.theta,
-        ]
+    /// config.json for a model that came without one (built in code).
+    public var huggingFace: HFConfig {
+        var hf = HFConfig()
+        hf.architectures = ["LlamaForCausalLM"]; hf.modelType = modelType; hf.vocabSize = vocabSize
+        hf.hiddenSize = hidden; hf.intermediateSize = intermediate; hf.numHiddenLayers = layers
+        hf.numAttentionHeads = heads; hf.numKeyValueHeads = kvHeads; hf.headDim = headDim
+        hf.rmsNormEps = rmsEps; hf.tieWordEmbeddings = tieEmbeddings; hf.attentionBias = attentionOutputBias
+        hf.mlpBias = mlpBias; hf.hiddenAct = "silu"; hf.maxPositionEmbeddings = 8192; hf.dtype = "float32"
+        hf.ropeTheta = rope.theta
         switch rope.kind {
-        case .default: d["rope_scaling"] = NSNull()
-        case .linear: d["rope_scaling"] = ["rope_type": "linear", "factor": rope.factor]
+        case .default: hf.ropeScaling = .null
+        case .linear: hf.ropeScaling = .some(HFRopeScaling(ropeType: "linear", factor: rope.factor))
         case .llama3:
-            d["rope_scaling"] = [
-                "rope_type": "llama3", "factor": rope.factor, "low_freq_factor": rope.lowFreqFactor,
-                "high_freq_factor": rope.highFreqFactor, "original_max_position_embeddings": rope.originalMaxPositions,
-            ]
+            hf.ropeScaling = .some(HFRopeScaling(
+                ropeType: "llama3", factor: rope.factor, lowFreqFactor: rope.lowFreqFactor,
+                highFreqFactor: rope.highFreqFactor, originalMaxPositionEmbeddings: rope.originalMaxPositions))
         }
-        return d
+        return hf
+    }
+
+    /// `huggingFace` as a parsed JSON object.
+    public func huggingFaceJSON() throws -> [String: Any] {
+        try huggingFace.jsonObject(source: "config of the \(modelType) model")
     }
 }
