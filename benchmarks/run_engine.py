@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Throughput of the gradmap-dist engine on a random LLaMA, against this machine's sgemm and PyTorch.
+"""Throughput of the gradmap-dist engine on a LLaMA, against its own products' rate on this machine and PyTorch.
 
 Usage:
-  python3 benchmarks/run_engine.py [--preset 100m|tiny] [--binary PATH] [--no-torch] [--out FILE]
+  python3 benchmarks/run_engine.py [--preset 100m|tiny|smollm2|1b] [--binary PATH] [--no-torch] [--out FILE]
+  (on a shared machine: chrt -f 10 python3 benchmarks/run_engine.py ..., so other work cannot preempt either side)
 
 Steps:
   1. Unless --binary is given: `swift build -c release --scratch-path .build-bench` (a scratch folder
@@ -15,21 +16,18 @@ Steps:
      gradmap/taylor: only the decoder layers' weight-matrix gradients), and with --matmul bf16 (default
      when the CPU has BF16 instructions: AVX512-BF16 or AMX) the decision step with `--matmul wgrad-bf16` and `--matmul bf16`, and
      `eval --matmul bf16`.
-  4. `gradmap-dist bench-gemm` (before, between and after the engine runs; per shape the best rate counts,
-     as the engine's best run does) at the model's matmul shapes, M x N x K with M = rows:
-     linears [N, q_dim, H], [N, kv_dim, H], [N, H, q_dim], [N, I, H], [N, H, I], [N, V, H] for
-     N = micro-batch * T, plus the shapes the engine actually runs per window: lm_head [T, V, H]
-     and the attention products [T, T, hd] (scores) and [T, hd, T] (P.V).
-  5. Analytic model FLOPs (multiply-add = 2) for B windows of T tokens, N = B*T:
-       forward  = 2*N*(decoder matrix params) + L * 2*2*B*T^2*nh*hd (QK^T and PV, the full T x T
-                  square, since the engine computes it all and masks) + 2*N*V*H (lm_head)
-       backward = 2 x forward (every product has two backward products: dX and dW for linears,
-                  dP/dV and dQ/dK for attention). The engine also recomputes QK^T in the backward;
-                  that is not counted (model FLOPs, not executed FLOPs).
-     Achieved GFLOP/s = FLOPs / best seconds. The sgemm reference is what the same FLOPs would take
-     if every product ran at the bench-gemm rate of its shape:
-       ref = sum(flops_i) / sum(flops_i / gflops_i)   (FLOP-weighted harmonic mean)
-     with lm_head at the per-window [T, V, H] rate and attention at the [T, T, hd] / [T, hd, T] rates.
+  4. `gradmap-dist bench-gemm` (before, between and after the engine runs; per product the best rate counts,
+     as the engine's best run does) for every product the passes run, in its own form, shape and
+     arithmetic (products()): linears and lm_head through oneDNN in f32 and bf16, forward nt R×O×I,
+     dL/dX nn R×I×O, dL/dW tn O×I×R (R = micro-batch × T rows; lm_head per window); attention's per-head
+     products (QKᵀ, PV and the four backward ones) on OpenBLAS with one thread, times the threads, since the
+     engine runs one head per thread.
+  5. Analytic model FLOPs (multiply-add = 2) per pass (pass_products()): the forward's products; grad-stats
+     adds every backward product; the decision step skips lm_head's dW and the q/k/v dX of layer 0
+     (nothing below the first layer needs it). The engine's recomputed QKᵀ in the backward is executed but
+     not counted. "products alone" = Σ flops_i / rate_i over the pass's products at the rates of step 4 in
+     the pass's arithmetic (--matmul bf16: every linear in bf16; wgrad-bf16: only the dW products;
+     attention always f32); "% of products" = products alone / measured seconds.
   6. Unless --no-torch: PyTorch (float32, CPU, torch.set_num_threads(threads of the engine), default
      attention implementation) on the same windows and micro-batches: no_grad forward with the loss,
      forward + loss.backward() of every parameter, and the same with only the layers' weight matrices

@@ -35,7 +35,7 @@ public struct PartialFolder: Sendable {
         try Interrupt.guarding(path) {
             try Interrupt.removeTree(path)
             do { try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: withParents) }
-            catch { throw GradMapError.runtime("\(path): cannot create (\(error.localizedDescription))") }
+            catch { throw GradMapError.runtime("\(path): cannot create (\(GradMapError.reason(error)))") }
         }
     }
 
@@ -47,13 +47,11 @@ public struct PartialFolder: Sendable {
 
     public func write(_ name: String, _ file: FolderFile) throws {
         let to = path + "/" + name
-        do {
+        try namingFile(to) {
             switch file {
             case .data(let data): try data.write(to: URL(fileURLWithPath: to))
             case .copy(let from): try FileManager.default.copyItem(atPath: from, toPath: to)
             }
-        } catch {
-            throw GradMapError.runtime("\(to): cannot write (\(error.localizedDescription))")
         }
     }
 
@@ -67,9 +65,11 @@ public struct PartialFolder: Sendable {
     public func commit(replacing: Bool) throws {
         try Interrupt.guarding(nil) {
             let fm = FileManager.default
-            if replacing && fm.fileExists(atPath: destination) { try fm.removeItem(atPath: destination) }
+            if replacing && fm.fileExists(atPath: destination) {
+                try namingFile(destination, "cannot remove") { try fm.removeItem(atPath: destination) }
+            }
             do { try fm.moveItem(atPath: path, toPath: destination) }
-            catch { throw GradMapError.runtime("\(destination): cannot rename \(path) into place (\(error.localizedDescription))") }
+            catch { throw GradMapError.runtime("\(destination): cannot rename \(path) into place (\(GradMapError.reason(error)))") }
         }
     }
 
