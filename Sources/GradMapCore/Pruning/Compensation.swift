@@ -37,9 +37,8 @@ extension Pruner {
     func layerMeans(allLayers: Bool) throws -> [Double] {
         let l = config.layers, h = config.hidden
         var sums = [Double](repeating: 0, count: l * h)
-        pipeline.setKept(allLayers ? Set(0..<l) : kept)
-        defer { pipeline.setKept(kept) }
-        _ = try pipeline.run(data: data, windows: calibration, microBatch: options.microBatch, backward: false, tap: { _, tap in
+        let model = allLayers ? pipeline.pass() : pass()
+        _ = try pipeline.run(data: data, windows: calibration, microBatch: options.microBatch, pass: model, tap: { _, tap in
             let base = tap.layer * h
             for t in 0..<tap.rows {
                 let row = tap.out + t * h
@@ -91,20 +90,18 @@ extension Pruner {
         var y = [Int: Buffer<F>]()
         for c in owned { y[c] = Buffer(count: chunk * t * h) }
         let rd = Buffer<Double>(count: options.microBatch * t * h), zd = Buffer<Double>(count: options.microBatch * t * h)
-        let all = Set(0..<config.layers)
+        let original = pipeline.pass(), pruned = pass()
         var start = 0
         while start < calibration.count {
             let windows = Array(calibration[start..<min(start + chunk, calibration.count)])
             let position = Dictionary(uniqueKeysWithValues: windows.enumerated().map { ($1, $0) })
-            pipeline.setKept(all)
-            _ = try pipeline.run(data: data, windows: windows, microBatch: options.microBatch, backward: false, tap: { list, tap in
+            _ = try pipeline.run(data: data, windows: windows, microBatch: options.microBatch, pass: original, tap: { list, tap in
                 guard let store = y[tap.layer] else { return }
                 for (j, w) in list.enumerated() {
                     (store.pointer + position[w]! * t * h).update(from: tap.out + j * t * h, count: t * h)
                 }
             })
-            pipeline.setKept(kept)
-            _ = try pipeline.run(data: data, windows: windows, microBatch: options.microBatch, backward: false, tap: { list, tap in
+            _ = try pipeline.run(data: data, windows: windows, microBatch: options.microBatch, pass: pruned, tap: { list, tap in
                 guard let store = y[tap.layer] else { return }
                 let params = self.pipeline.stage.params
                 let bias = params.spec("model.layers.\(tap.layer).mlp.down_proj.bias").map { params.value($0) }

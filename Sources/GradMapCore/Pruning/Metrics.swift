@@ -29,19 +29,15 @@ extension Pruner {
         let l = config.layers
         switch metric {
         case .gradmap, .taylor:
-            pipeline.stage.computeWeightGradients = true
-            pipeline.stage.layerMatricesOnly = true
-            defer { pipeline.stage.layerMatricesOnly = false }
-            _ = try pipeline.run(data: data, windows: calibration, microBatch: options.microBatch, backward: true)
+            _ = try pipeline.run(data: data, windows: calibration, microBatch: options.microBatch, pass: pass(.layerMatrices))
             var sums = LayerSums(layers: l)
             if pipeline.me.replica == 0 { weightScores(metric, into: &sums) }
             return try finish(sums) { v, c in metric == .gradmap ? (options.gradientNorm == .l2 ? v.squareRoot() / c : v / c) : v }
         case .gate, .fisher:
-            pipeline.stage.computeWeightGradients = false
             var perWindow = WindowSums(rows: l, windows: calibration.count)
             let h = config.hidden, t = seqLen
             _ = try pipeline.run(
-                data: data, windows: calibration, microBatch: options.microBatch, backward: true,
+                data: data, windows: calibration, microBatch: options.microBatch, pass: pass(.activations),
                 observe: { list, layer, _, g, f in
                     // g = dL/dh_{l+1}, f = f_l(h_l), both [rows, H]: Σ_t <g_t, f_t> (gate) or Σ_t <g_t, f_t>² (fisher),
                     // one sum per window.
@@ -56,7 +52,6 @@ extension Pruner {
                         perWindow.add(acc, row: layer, slot: list.startIndex + j)
                     }
                 })
-            pipeline.stage.computeWeightGradients = true
             // Removing layer l changes the loss by -∂L/∂α_l to first order.
             let totals = try perWindow.totals(over: pipeline.world)
             return (0..<l).map { i in kept.contains(i) ? (metric == .gate ? -totals[i] : totals[i]) : .nan }
@@ -64,7 +59,7 @@ extension Pruner {
             var perWindow = WindowSums(rows: l, windows: calibration.count)
             let h = config.hidden, t = seqLen
             _ = try pipeline.run(
-                data: data, windows: calibration, microBatch: options.microBatch, backward: false,
+                data: data, windows: calibration, microBatch: options.microBatch, pass: pass(),
                 tap: { list, tap in
                     for j in 0..<list.count {
                         var acc = 0.0
@@ -126,7 +121,7 @@ extension Pruner {
         // last[b][w][:] = h_b at the last token of window w, b = 0...L (boundary b is layer b's input).
         var last = [Double](repeating: 0, count: (l + 1) * w * h)
         _ = try pipeline.run(
-            data: data, windows: calibration, microBatch: options.microBatch, backward: false,
+            data: data, windows: calibration, microBatch: options.microBatch, pass: pass(),
             tap: { list, tap in
                 for (j, window) in list.enumerated() {
                     let row = (j * t + t - 1) * h

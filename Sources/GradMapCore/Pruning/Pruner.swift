@@ -108,21 +108,24 @@ public final class Pruner: @unchecked Sendable {
         kept.filter { $0 >= options.protectFirst && $0 < config.layers - options.protectLast }.sorted()
     }
 
+    /// A pass over the current model (the kept layers, less `extra`) in the job's arithmetic.
+    public func pass(_ gradients: Pass.Gradients = .none, without extra: Set<Int> = []) -> Pass {
+        pipeline.pass(gradients, layers: kept.subtracting(extra))
+    }
+
     /// Calibration loss (mean NLL) of the current model with `extra` layers also skipped; forward only.
     public func loss(without extra: Set<Int> = [], windows: [Int]? = nil) throws -> Double {
-        pipeline.setKept(kept.subtracting(extra))
-        defer { pipeline.setKept(kept) }
-        return try pipeline.run(data: data, windows: windows ?? calibration, microBatch: options.microBatch, backward: false).loss
+        let list = windows ?? calibration
+        return try pipeline.run(data: data, windows: list, microBatch: options.microBatch, pass: pass(without: extra)).loss
     }
 
     /// Calibration loss of the current model with each candidate removed in turn (one reusing sweep).
     func lossesWithout(_ candidates: [Int]) throws -> [Double] {
-        try pipeline.sweep(data: data, windows: calibration, microBatch: options.microBatch, candidates: candidates)
+        try pipeline.sweep(data: data, windows: calibration, microBatch: options.microBatch, pass: pass(), candidates: candidates)
     }
 
     public func remove(_ layer: Int) {
         kept.remove(layer)
-        pipeline.setKept(kept)
     }
 
     /// The K decisions (or the given --layers, unscored).
