@@ -151,7 +151,7 @@ public final class Pruner: @unchecked Sendable {
         switch options.metric {
         case .angular:
             let t0 = elapsed()
-            let scores = try angularScores(blockSize: k)
+            let scores = try score(.angular)
             guard let startLayer = argmin(scores, among: Array(0..<config.layers)) else {
                 throw bad("remove", k, "no block of \(k) consecutive unprotected layers")
             }
@@ -182,7 +182,7 @@ public final class Pruner: @unchecked Sendable {
 
     /// One decision's scores on the current model (angular: of each block of `remove` layers).
     public func scoreOnce() throws -> [Double] {
-        options.metric == .angular ? try angularScores(blockSize: options.remove) : try score(options.metric)
+        try score(options.metric)
     }
 
     /// The lowest-scored removable layer (ties: the lower index), or with --verify-top M the one among the
