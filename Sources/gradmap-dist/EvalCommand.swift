@@ -21,7 +21,7 @@ struct EvalCommand: ParsableCommand {
         let pipeline = try windows.pipeline(world, ckpt, windows: list.count, training: false, model: model, matmul: matmul.matmul)
         try world.barrier()
         let start = DispatchTime.now()
-        let r = try pipeline.run(data: data, windows: list, microBatch: windows.microBatch, backward: false)
+        let r = try pipeline.run(data: data, windows: list, microBatch: windows.microBatch, pass: pipeline.pass())
         let seconds = elapsed(since: start)
         let ranks = rankStats ? try pipeline.gatherRankStats() : []
         guard world.rank == 0 else { return }

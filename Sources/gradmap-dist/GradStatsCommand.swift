@@ -25,10 +25,10 @@ struct GradStatsCommand: ParsableCommand {
         let pipeline = try windows.pipeline(
             world, ckpt, windows: list.count, training: true, model: model, matmul: matmul.matmul,
             activations: activations.activations)
-        pipeline.stage.layerMatricesOnly = layerMatricesOnly
         try world.barrier()
         let start = DispatchTime.now()
-        let r = try pipeline.run(data: data, windows: list, microBatch: windows.microBatch, backward: true)
+        let pass = pipeline.pass(layerMatricesOnly ? .layerMatrices : .allWeights)
+        let r = try pipeline.run(data: data, windows: list, microBatch: windows.microBatch, pass: pass)
         let seconds = elapsed(since: start)
         let norms = try GradientStats.gatherLayerL2(pipeline)
         let ranks = rankStats ? try pipeline.gatherRankStats() : []

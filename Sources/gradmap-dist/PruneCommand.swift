@@ -218,7 +218,8 @@ struct PruneCommand: ParsableCommand {
         func evaluate(_ label: String) throws {
             guard let (evalData, evalList) = heldOut else { return }
             let t = DispatchTime.now()
-            let r = try pipeline.run(data: evalData, windows: evalList, microBatch: scoring.microBatch, backward: false)
+            // The current model: the original before the decisions, then the pruned one.
+            let r = try pipeline.run(data: evalData, windows: evalList, microBatch: scoring.microBatch, pass: pruner.pass())
             let seconds = elapsed(since: t)
             evalRows.append(("ppl_" + label, .double(exp(r.loss))))
             log(String(format: "held-out perplexity %@: %.3f (%d windows of %d tokens, %.1f s)", label, exp(r.loss), evalList.count, scoring.seqLen, seconds))

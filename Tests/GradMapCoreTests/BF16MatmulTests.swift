@@ -144,9 +144,9 @@ final class MatmulModeTests: XCTestCase {
         let ckpt = try Checkpoint(directory: Fixtures.dir(name))
         let data = try TokenWindows(path: Fixtures.dir(name) + "/tokens.bin", seqLen: ref.seqLen, vocabSize: ckpt.config.vocabSize)
         let stage: Stage<Float> = try LocalEngine.load(ckpt, seqLen: ref.seqLen, maxBatch: 1, training: true)
-        stage.matmul = matmul
-        stage.layerMatricesOnly = layerMatricesOnly
-        let result = LocalEngine.run(stage, data: data, windows: Array(0..<data.windowCount), microBatch: 1, backward: true)
+        let result = LocalEngine.run(
+            stage, data: data, windows: Array(0..<data.windowCount), microBatch: 1, backward: true,
+            gradients: layerMatricesOnly ? .layerMatrices : .allWeights, matmul: matmul)
         var grads: [String: Double] = [:]
         for spec in stage.params.specs {
             let got = UnsafeBufferPointer(start: stage.params.grads!.pointer + spec.offset, count: spec.count)

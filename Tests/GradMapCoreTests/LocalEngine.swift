@@ -18,16 +18,19 @@ enum LocalEngine {
         return Stage(config: c, params: params, seqLen: seqLen, maxBatch: maxBatch, policy: policy, training: training)
     }
 
-    /// Mean loss over the windows; with `backward`, params.grads receives ∂loss/∂θ (zeroed first).
+    /// Mean loss over the windows; with `backward`, params.grads receives ∂loss/∂θ (zeroed first): every
+    /// parameter's, or the part `gradients` names.
     /// The single-process case of the distributed schedule: one stage, one replica, no messages.
     static func run<F: Real & MPIScalar>(
         _ stage: Stage<F>, data: TokenWindows, windows: [Int], microBatch: Int, backward: Bool,
+        gradients: Pass.Gradients = .allWeights, matmul: MatmulPrecision = .f32,
         onLogits: ((Int, UnsafePointer<F>) -> Void)? = nil
     ) -> LossResult {
         do {
             let placement = try Placement(config: stage.config, ranks: 1, stages: 1)
-            let pipeline = try Pipeline(world: .solo, placement: placement, stage: stage)
-            return try pipeline.run(data: data, windows: windows, microBatch: microBatch, backward: backward, onLogits: onLogits)
+            let pipeline = try Pipeline(world: .solo, placement: placement, stage: stage, matmul: matmul)
+            let pass = pipeline.pass(backward ? gradients : .none)
+            return try pipeline.run(data: data, windows: windows, microBatch: microBatch, pass: pass, onLogits: onLogits)
         } catch {
             preconditionFailure("a single-process run cannot fail after loading: \(error)")
         }

@@ -352,8 +352,8 @@ final class MetricReferenceTests: XCTestCase {
         try checkCompensation { $0 == "auto" }
     }
 
-    /// P itself, which no output carries: the same sums and solve the prune command runs (Pruner's
-    /// compensationSums and solve), on the model with the reference's layers removed.
+    /// P itself, which no output carries: the same sums and solve the prune command runs (Compensation's
+    /// sums and solve), on the model with the reference's layers removed.
     func testProjectionMatrix() throws {
         var checked = 0
         for fixture in Self.fixtures {
@@ -372,9 +372,9 @@ final class MetricReferenceTests: XCTestCase {
                 XCTAssertEqual(try data.spreadWindows(calibration.count), calibration)
                 let pruner = try Pruner(pipeline: pipeline, data: data, calibration: calibration, validation: [], options: o)
                 _ = try pruner.decide()
-                let sums = try pruner.compensationSums([j])
+                let sums = try Compensation(pruner).sums([j])
                 let alpha = Self.number(r["alpha"])!
-                let s = try Pruner.solve(sums: sums[j]!, hidden: ckpt.config.hidden, alpha: alpha)
+                let s = try Compensation.solve(sums: sums[j]!, hidden: ckpt.config.hidden, alpha: alpha)
                 let label = "\(fixture) \(r["name"]!) P at layer \(j), α \(alpha)"
                 compare(s.p.map { Optional($0) }, Self.numbers(r["p"]), tolerance: MetricTolerance.projection, "P", label)
                 compare(s.lambda, Self.number(r["lambda"]), tolerance: MetricTolerance.compensation, "lambda", label)

@@ -55,7 +55,7 @@ final class PruningTests: XCTestCase {
                 sums[2 * h * h + 1] += y[i] * y[i]
             }
         }
-        let s = try Pruner.solve(sums: sums, hidden: h, alpha: 1e-12)
+        let s = try Compensation.solve(sums: sums, hidden: h, alpha: 1e-12)
         let err = zip(s.p, p).map { abs($0 - $1) }.max()!
         XCTAssertLessThan(err, 1e-6, "max |P - P_true| = \(err)")
         XCTAssertFalse(s.raised)
@@ -65,7 +65,7 @@ final class PruningTests: XCTestCase {
         // α is raised until the Cholesky factorisation succeeds.
         var singular = sums
         for i in 0..<h { for j in 0..<h { singular[h * h + i * h + j] = i == j ? (i == 0 ? 1 : -1e-9) : 0 } }
-        let r = try Pruner.solve(sums: singular, hidden: h, alpha: 1e-300)
+        let r = try Compensation.solve(sums: singular, hidden: h, alpha: 1e-300)
         XCTAssertTrue(r.raised)
         XCTAssertGreaterThan(r.alpha, 1e-300)
     }

@@ -8,13 +8,15 @@
 import Foundation
 
 extension Pipeline {
-    /// Mean calibration loss of the current model with each candidate (original index, kept) removed,
-    /// in the order given; identical on every rank.
-    public func sweep(data: TokenWindows, windows: [Int], microBatch: Int, candidates: [Int]) throws -> [Double] {
+    /// Mean calibration loss of the model of `pass` (forward only) with each candidate (original index, one
+    /// of its layers) removed, in the order given; identical on every rank.
+    public func sweep(data: TokenWindows, windows: [Int], microBatch: Int, pass: Pass, candidates: [Int]) throws -> [Double] {
+        precondition(!pass.backward, "the candidate sweep is forward only")
         let cands = candidates.sorted()
         let t = stage.seqLen, h = stage.config.hidden
         let s = me.stage, stages = placement.stages
-        let active = stage.activeLayers
+        let active = stage.active(pass)
+        let precision = pass.precision
         let mine = share(windows)
         let m = (mine.count + microBatch - 1) / microBatch
         let owner = { (c: Int) in self.placement.layerRanges.firstIndex { $0.contains(c) }! }
@@ -37,9 +39,9 @@ extension Pipeline {
             let b = list.count, n = b * t * h
             data.gather(list, into: ids.pointer)
             let inputCount = (1 + incoming.count) * n
-            let base = stage.inputBuffer(slot: 0)
+            let base = stage.inputBuffer(slot: 0, pass: pass)
             if s == 0 {
-                stage.embed(ids: ids.pointer, b: b, slot: 0)
+                stage.embed(ids: ids.pointer, b: b, slot: 0, pass: pass)
             } else {
                 try pipe.recv(received.pointer, count: inputCount, from: s - 1, tag: 2 * i)
                 base.update(from: received.pointer, count: n)
@@ -47,23 +49,25 @@ extension Pipeline {
             let out = sendBuffers[i % 2]
             if let pending = sends[i % 2] { try pending.wait() }
             // Base: the current model, keeping every layer's input for the branches below.
-            stage.forwardLayers(b: b, slot: 0)
+            stage.forwardLayers(b: b, slot: 0, pass: pass)
             out.pointer.update(from: stage.outputBuffer(slot: 0), count: n)
             // Variants of earlier candidates run through all of this stage's layers.
             for (k, _) in incoming.enumerated() {
-                let r = stage.runLayers(active[...], b: b, from: received.pointer + (1 + k) * n, scratch: (scratch.0.pointer, scratch.1.pointer))
+                let r = stage.runLayers(active[...], b: b, from: received.pointer + (1 + k) * n, scratch: (scratch.0.pointer, scratch.1.pointer),
+                    precision: precision)
                 (out.pointer + (1 + k) * n).update(from: r, count: n)
             }
             // This stage's candidates branch off from their own input.
             for (k, c) in local.enumerated() {
                 let at = active.firstIndex(of: c)!
                 let start = stage.inputs[0][stage.localIndex(c)].pointer
-                let r = stage.runLayers(active[(at + 1)...], b: b, from: start, scratch: (scratch.0.pointer, scratch.1.pointer))
+                let r = stage.runLayers(active[(at + 1)...], b: b, from: start, scratch: (scratch.0.pointer, scratch.1.pointer),
+                    precision: precision)
                 (out.pointer + (1 + incoming.count + k) * n).update(from: r, count: n)
             }
             if s == stages - 1 {
                 for v in 0..<outgoing.count {
-                    let perWindow = stage.head(hidden: out.pointer + (1 + v) * n, ids: ids.pointer, b: b, gradScale: nil)
+                    let perWindow = stage.head(hidden: out.pointer + (1 + v) * n, ids: ids.pointer, b: b, gradScale: nil, pass: pass)
                     for (w, value) in perWindow.enumerated() { nll.add(value, row: v, slot: lo + w) }
                 }
             } else {

@@ -26,10 +26,13 @@ public final class Pipeline<F: Real & MPIScalar>: @unchecked Sendable {
     public let placement: Placement
     public let me: RankPlacement
     public let stage: Stage<F>
+    /// The products' arithmetic this job was asked for (--matmul): the precision of the passes it builds.
+    public let matmul: MatmulPrecision
     public private(set) var timings = PipelineTimings()
 
-    public init(world: Communicator, placement: Placement, stage: Stage<F>) throws {
+    public init(world: Communicator, placement: Placement, stage: Stage<F>, matmul: MatmulPrecision = .f32) throws {
         self.world = world
+        self.matmul = matmul
         self.placement = placement
         me = placement.placement(rank: world.rank)
         self.stage = stage
@@ -58,13 +61,12 @@ public final class Pipeline<F: Real & MPIScalar>: @unchecked Sendable {
         let stage = Stage(
             config: c, params: params, seqLen: seqLen, maxBatch: microBatch,
             slots: training ? placement.stages : 1, policy: policy, training: training)
-        stage.matmul = matmul
-        return try Pipeline(world: world, placement: placement, stage: stage)
+        return try Pipeline(world: world, placement: placement, stage: stage, matmul: matmul)
     }
 
-    /// Makes `kept` (original indices) the model: this stage runs its layers among them, in order.
-    public func setKept(_ kept: Set<Int>) {
-        stage.activeLayers = stage.params.part.layers.filter { kept.contains($0) }
+    /// A pass over the model made of `layers` (original indices; default every layer) in this job's arithmetic.
+    public func pass(_ gradients: Pass.Gradients = .none, layers: Set<Int>? = nil) -> Pass {
+        Pass(layers: layers ?? Set(0..<stage.config.layers), gradients: gradients, precision: matmul)
     }
 
     /// This replica's windows: a contiguous, balanced share of the list.
@@ -74,16 +76,18 @@ public final class Pipeline<F: Real & MPIScalar>: @unchecked Sendable {
     }
 
     /// Mean loss over all windows (on every rank), the windows' NLLs added in list order whatever the split
-    /// (WindowSums). With `backward`, params.grads holds ∂loss/∂θ of this stage, summed over replicas.
+    /// (WindowSums), of the model and with the gradients `pass` describes. With gradients, params.grads holds
+    /// ∂loss/∂θ of this stage (the part the pass asks for, the rest zero), summed over replicas.
     /// `observe` and `tap` see each micro-batch's windows (a slice of `windows`, indexed by position in it)
     /// with each layer's backward and forward (the activation metrics).
     public func run(
-        data: TokenWindows, windows: [Int], microBatch: Int, backward: Bool,
+        data: TokenWindows, windows: [Int], microBatch: Int, pass: Pass,
         observe: ((ArraySlice<Int>, Int, Int, UnsafePointer<F>, UnsafePointer<F>) -> Void)? = nil,
         tap: ((ArraySlice<Int>, LayerTap<F>) -> Void)? = nil,
         onLogits: ((Int, UnsafePointer<F>) -> Void)? = nil
     ) throws -> LossResult {
         let start = DispatchTime.now().uptimeNanoseconds
+        let backward = pass.backward
         timings = PipelineTimings()
         let t = stage.seqLen, h = stage.config.hidden
         let s = me.stage, stages = placement.stages
@@ -121,16 +125,17 @@ public final class Pipeline<F: Real & MPIScalar>: @unchecked Sendable {
             data.gather(list, into: ids[slot].pointer)
             if let pending = forwardSends[slot] { try timedWait { try pending.wait() } }
             if s == 0 {
-                stage.embed(ids: ids[slot].pointer, b: b, slot: slot)
+                stage.embed(ids: ids[slot].pointer, b: b, slot: slot, pass: pass)
             } else {
-                try timedWait { try pipe.recv(stage.inputBuffer(slot: slot), count: b * t * h, from: s - 1, tag: 2 * i) }
+                let input = stage.inputBuffer(slot: slot, pass: pass)
+                try timedWait { try pipe.recv(input, count: b * t * h, from: s - 1, tag: 2 * i) }
             }
-            stage.forwardLayers(b: b, slot: slot, tap: tap.map { f in { f(list, $0) } })
+            stage.forwardLayers(b: b, slot: slot, pass: pass, tap: tap.map { f in { f(list, $0) } })
             if s == stages - 1 {
                 let base = list.startIndex
                 if backward, let pending = backwardSend { try timedWait { try pending.wait() }; backwardSend = nil }
                 let perWindow = stage.head(
-                    ids: ids[slot].pointer, b: b, slot: slot, gradScale: backward ? scale : nil,
+                    ids: ids[slot].pointer, b: b, slot: slot, gradScale: backward ? scale : nil, pass: pass,
                     onLogits: onLogits.map { f in { w, p in f(mine[base + w], p) } })
                 for (w, value) in perWindow.enumerated() { nll.add(value, row: 0, slot: base + w) }
             } else {
@@ -146,9 +151,9 @@ public final class Pipeline<F: Real & MPIScalar>: @unchecked Sendable {
                 if let pending = backwardSend { try timedWait { try pending.wait() }; backwardSend = nil }
                 try timedWait { try pipe.recv(stage.dresidual.pointer, count: b * t * h, from: s + 1, tag: 2 * i + 1) }
             }
-            stage.backwardLayers(b: b, slot: slot, observe: observe.map { f in { f(list, $0, $1, $2, $3) } })
+            stage.backwardLayers(b: b, slot: slot, pass: pass, observe: observe.map { f in { f(list, $0, $1, $2, $3) } })
             if s == 0 {
-                stage.embedBackward(ids: ids[slot].pointer, b: b)
+                stage.embedBackward(ids: ids[slot].pointer, b: b, pass: pass)
             } else {
                 backwardSend = try pipe.isend(
                     stage.dresidual.pointer, count: b * t * h, to: s - 1, tag: 2 * i + 1, storage: stage.dresidual)
@@ -173,7 +178,7 @@ public final class Pipeline<F: Real & MPIScalar>: @unchecked Sendable {
 
         if backward {
             let r0 = DispatchTime.now().uptimeNanoseconds
-            try reduceGradients()
+            try reduceGradients(pass.gradients)
             timings.reducing = Double(DispatchTime.now().uptimeNanoseconds - r0) / 1e9
         }
         // Only last stages hold NLL; the total is the same on every rank.
@@ -205,11 +210,11 @@ public final class Pipeline<F: Real & MPIScalar>: @unchecked Sendable {
 
     /// Sums gradients over replicas; with tied embeddings split across stages, the first and last stage
     /// each hold part of the embedding's gradient and exchange them so both hold the sum.
-    func reduceGradients() throws {
+    func reduceGradients(_ gradients: Pass.Gradients) throws {
         let grads = stage.params.grads!
         // Activation-gradient metrics leave every weight gradient zero: nothing to reduce.
-        guard stage.computeWeightGradients else { return }
-        if stage.layerMatricesOnly {
+        guard gradients != .activations else { return }
+        if gradients == .layerMatrices {
             // Only the decoder layers' tensors (contiguous in the layout) carry gradients; the tied
             // embedding has none to exchange.
             let layers = stage.params.specs.filter { $0.layer != nil }

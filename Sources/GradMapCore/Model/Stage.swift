@@ -10,19 +10,6 @@ public final class Stage<F: Real>: @unchecked Sendable {
     public let seqLen: Int
     public let maxBatch: Int
     public let policy: ActivationPolicy
-    /// Original indices of the layers that take part in the computation (pruned ones are left out).
-    public var activeLayers: [Int]
-    /// When false the backward computes only activation gradients (dL/dh), skipping every dL/dW product:
-    /// what the activation-gradient metrics need, at about a third of the backward's cost.
-    public var computeWeightGradients = true
-    /// When true (and computeWeightGradients), only the decoder layers' weight matrices get gradients: the
-    /// products for lm_head, the embedding, norms and biases are skipped, and so is dL/dh below the first
-    /// layer on the first stage. What the weight-gradient metrics read; the rest of `grads` stays zero.
-    public var layerMatricesOnly = false
-    /// Whether the backward produces every parameter's gradient (norms, biases, embedding, lm_head too).
-    var allWeightGradients: Bool { computeWeightGradients && !layerMatricesOnly }
-    /// Arithmetic of the linear and lm_head products (attention and everything else stay FP32).
-    public var matmul: MatmulPrecision = .f32
     /// Called between layers (forward and backward) so the pipeline can drive its pending transfers.
     public var progress: (() -> Void)? = nil
 
@@ -50,7 +37,6 @@ public final class Stage<F: Real>: @unchecked Sendable {
         seqLen = t
         maxBatch = b
         self.policy = training ? policy : .recompute
-        activeLayers = Array(params.part.layers)
         rope = RopeTables(invFreq: config.rope.inverseFrequencies(headDim: config.headDim), seqLen: t)
         let n = b * t
         let count = params.part.layers.count
@@ -87,13 +73,16 @@ public final class Stage<F: Real>: @unchecked Sendable {
 
     func localIndex(_ layer: Int) -> Int { layer - params.part.layers.lowerBound }
 
+    /// This stage's layers among the pass's, in order.
+    func active(_ pass: Pass) -> [Int] { pass.layers.filter { params.part.layers.contains($0) } }
+
     func internalsFor(slot: Int, layer: Int) -> LayerInternals<F> {
         internals.count == 1 && internals[0].count == 1 ? internals[0][0] : internals[slot][localIndex(layer)]
     }
 
     /// Where the stage's input goes for a micro-batch: h_0 on the first stage, else what the previous sent.
-    public func inputBuffer(slot: Int) -> UnsafeMutablePointer<F> {
-        if let first = activeLayers.first { return inputs[slot][localIndex(first)].pointer }
+    public func inputBuffer(slot: Int, pass: Pass) -> UnsafeMutablePointer<F> {
+        if let first = active(pass).first { return inputs[slot][localIndex(first)].pointer }
         return outputs[slot].pointer
     }
 
@@ -102,14 +91,14 @@ public final class Stage<F: Real>: @unchecked Sendable {
     // MARK: embedding
 
     /// h_0[N, H] of the micro-batch into the slot's input buffer.
-    public func embed(ids: UnsafePointer<UInt32>, b: Int, slot: Int) {
+    public func embed(ids: UnsafePointer<UInt32>, b: Int, slot: Int, pass: Pass) {
         let table = params.value("model.embed_tokens.weight")
-        embeddingForward(inputBuffer(slot: slot), ids, table, n: b * seqLen, h: config.hidden)
+        embeddingForward(inputBuffer(slot: slot, pass: pass), ids, table, n: b * seqLen, h: config.hidden)
     }
 
     /// dE += scatter of dresidual (dL/dh_0).
-    public func embedBackward(ids: UnsafePointer<UInt32>, b: Int) {
-        guard allWeightGradients else { return }
+    public func embedBackward(ids: UnsafePointer<UInt32>, b: Int, pass: Pass) {
+        guard pass.allWeightGradients else { return }
         embeddingBackward(params.grad("model.embed_tokens.weight"), dresidual.pointer, ids, n: b * seqLen, h: config.hidden)
     }
 
@@ -117,13 +106,13 @@ public final class Stage<F: Real>: @unchecked Sendable {
 
     /// Runs the active layers on the slot's input; the result is in outputBuffer(slot). `tap` sees each
     /// layer's input, residual after attention and output right after the layer ran.
-    public func forwardLayers(b: Int, slot: Int, tap: ((LayerTap<F>) -> Void)? = nil) {
-        let active = activeLayers
+    public func forwardLayers(b: Int, slot: Int, pass: Pass, tap: ((LayerTap<F>) -> Void)? = nil) {
+        let active = active(pass)
         for (i, l) in active.enumerated() {
             let out = i + 1 < active.count ? inputs[slot][localIndex(active[i + 1])].pointer : outputs[slot].pointer
             let inp = inputs[slot][localIndex(l)].pointer
             let x = internalsFor(slot: slot, layer: l)
-            layerForward(l, b: b, inp: inp, out: out, x: x)
+            layerForward(l, b: b, inp: inp, out: out, x: x, precision: pass.precision)
             tap?(LayerTap(layer: l, rows: b * seqLen, inp: inp, u: x.u.pointer, out: out))
             progress?()
         }
@@ -134,10 +123,10 @@ public final class Stage<F: Real>: @unchecked Sendable {
     /// dL/dh_{l+1} and the layer's residual contribution f_l = h_{l+1} - h_l ([rows, H] each), for the
     /// activation-gradient metrics.
     public func backwardLayers(
-        b: Int, slot: Int,
+        b: Int, slot: Int, pass: Pass,
         observe: ((Int, Int, UnsafePointer<F>, UnsafePointer<F>) -> Void)? = nil
     ) {
-        let active = activeLayers
+        let active = active(pass)
         let n = b * seqLen
         let h = config.hidden
         for (i, l) in active.enumerated().reversed() {
@@ -146,7 +135,7 @@ public final class Stage<F: Real>: @unchecked Sendable {
             let x = internalsFor(slot: slot, layer: l)
             if policy == .recompute {
                 // Rebuild this layer's internals from its saved input; the output is not needed again.
-                layerForward(l, b: b, inp: inp, out: back!.dln.pointer, x: x)
+                layerForward(l, b: b, inp: inp, out: back!.dln.pointer, x: x, precision: pass.precision)
             }
             if let observe {
                 // f = out - inp, built in the dln scratch (free until the MLP backward below).
@@ -154,7 +143,7 @@ public final class Stage<F: Real>: @unchecked Sendable {
                 for j in 0..<(n * h) { f[j] = out[j] - inp[j] }
                 observe(l, n, dresidual.pointer, f)
             }
-            layerBackward(l, b: b, inp: inp, x: x)
+            layerBackward(l, b: b, inp: inp, x: x, pass: pass, first: i == 0)
             progress?()
         }
     }
@@ -163,12 +152,13 @@ public final class Stage<F: Real>: @unchecked Sendable {
     /// backward, ping-ponging between two scratch buffers; returns where the result is.
     func runLayers(
         _ layers: ArraySlice<Int>, b: Int, from inp: UnsafeMutablePointer<F>,
-        scratch: (UnsafeMutablePointer<F>, UnsafeMutablePointer<F>)
+        scratch: (UnsafeMutablePointer<F>, UnsafeMutablePointer<F>), precision: MatmulPrecision
     ) -> UnsafeMutablePointer<F> {
         var current = inp
         var next = scratch.0
         for l in layers {
-            layerForward(l, b: b, inp: current, out: next, x: internalsFor(slot: 0, layer: l))
+            let x = internalsFor(slot: 0, layer: l)
+            layerForward(l, b: b, inp: current, out: next, x: x, precision: precision)
             progress?()
             current = next
             next = next == scratch.0 ? scratch.1 : scratch.0
@@ -177,7 +167,8 @@ public final class Stage<F: Real>: @unchecked Sendable {
     }
 
     func layerForward(
-        _ l: Int, b: Int, inp: UnsafeMutablePointer<F>, out: UnsafeMutablePointer<F>, x: LayerInternals<F>
+        _ l: Int, b: Int, inp: UnsafeMutablePointer<F>, out: UnsafeMutablePointer<F>, x: LayerInternals<F>,
+        precision matmul: MatmulPrecision
     ) {
         let c = config
         let t = seqLen, n = b * t, h = c.hidden, i = c.intermediate, qd = c.qDim, kvd = c.kvDim
@@ -203,18 +194,20 @@ public final class Stage<F: Real>: @unchecked Sendable {
         addInPlace(out, u, count: n * h)
     }
 
-    /// dresidual: dL/dh_{l+1} on entry, dL/dh_l on return; weight gradients accumulate.
-    func layerBackward(_ l: Int, b: Int, inp: UnsafeMutablePointer<F>, x: LayerInternals<F>) {
+    /// dresidual: dL/dh_{l+1} on entry, dL/dh_l on return; weight gradients accumulate. `first`: l is this
+    /// stage's first active layer.
+    func layerBackward(_ l: Int, b: Int, inp: UnsafeMutablePointer<F>, x: LayerInternals<F>, pass: Pass, first: Bool) {
         let c = config
         let t = seqLen, n = b * t, h = c.hidden, i = c.intermediate, qd = c.qDim, kvd = c.kvDim
         let w = params.layerWeights(l)
         let g = params.layerGrads(l)
-        let keep = computeWeightGradients
+        let matmul = pass.precision
+        let keep = pass.layerWeightGradients, all = pass.allWeightGradients
         // Weight-gradient destinations, or nil to skip those products: G for the matrices, N for norms/biases.
         func G(_ p: UnsafeMutablePointer<F>?) -> UnsafeMutablePointer<F>? { keep ? p : nil }
-        func N(_ p: UnsafeMutablePointer<F>?) -> UnsafeMutablePointer<F>? { allWeightGradients ? p : nil }
+        func N(_ p: UnsafeMutablePointer<F>?) -> UnsafeMutablePointer<F>? { all ? p : nil }
         // dL/dh_l of the model's first layer only feeds the embedding gradient.
-        let needInputGrad = !(keep && layerMatricesOnly && params.part.embedding && l == activeLayers.first)
+        let needInputGrad = !(pass.gradients == .layerMatrices && params.part.embedding && first)
         let s = back!
         let dres = dresidual.pointer
         // MLP branch: h_{l+1} = u + down(act)
@@ -268,18 +261,19 @@ public final class Stage<F: Real>: @unchecked Sendable {
     /// for the loss gradScale·Σ NLL and leaves dL/dh_L in dresidual. `onLogits(window, logits[T, V])` sees
     /// each window's logits before the loss is taken.
     public func head(
-        ids: UnsafePointer<UInt32>, b: Int, slot: Int, gradScale: F?,
+        ids: UnsafePointer<UInt32>, b: Int, slot: Int, gradScale: F?, pass: Pass,
         onLogits: ((Int, UnsafePointer<F>) -> Void)? = nil
     ) -> [Double] {
-        head(hidden: outputs[slot].pointer, ids: ids, b: b, gradScale: gradScale, onLogits: onLogits)
+        head(hidden: outputs[slot].pointer, ids: ids, b: b, gradScale: gradScale, pass: pass, onLogits: onLogits)
     }
 
     /// The same on any final hidden state hL[N, H].
     public func head(
-        hidden hL: UnsafePointer<F>, ids: UnsafePointer<UInt32>, b: Int, gradScale: F?,
+        hidden hL: UnsafePointer<F>, ids: UnsafePointer<UInt32>, b: Int, gradScale: F?, pass: Pass,
         onLogits: ((Int, UnsafePointer<F>) -> Void)? = nil
     ) -> [Double] {
         let c = config
+        let matmul = pass.precision, allWeightGradients = pass.allWeightGradients
         let t = seqLen, n = b * t, h = c.hidden, v = c.vocabSize
         let hs = head!
         let normW = params.value("model.norm.weight")

@@ -33,13 +33,48 @@ public struct CompensationReport: Sendable {
 }
 
 extension Pruner {
-    /// Mean hidden state after every layer, [L × H]: of the original model (all layers), then of the current one.
-    func layerMeans(allLayers: Bool) throws -> [Double] {
+    /// Fits and folds the compensation on the current (pruned) model. All ranks call it; the report is
+    /// complete on rank 0.
+    public func compensate(target: CompensationTarget, storage: DType) throws -> CompensationReport {
+        try Compensation(self).run(target: target, storage: storage)
+    }
+}
+
+/// The compensation of one pruned model: it compares the pruned model (the kept layers) with the original
+/// (every layer), both named by their passes, and folds P into the chosen layer's down_proj in place.
+public struct Compensation {
+    public typealias F = Float
+    let pipeline: Pipeline<F>
+    let data: TokenWindows
+    let calibration: [Int]
+    let validation: [Int]
+    let microBatch: Int
+    let ridge: Double
+    /// The pruned model's layers (original indices).
+    let kept: Set<Int>
+    let original: Pass
+    let pruned: Pass
+    var config: ModelConfig { pipeline.stage.config }
+    var seqLen: Int { data.seqLen }
+
+    /// On the pruner's current model, with its windows and options.
+    public init(_ p: Pruner) {
+        pipeline = p.pipeline
+        data = p.data
+        calibration = p.calibration
+        validation = p.validation
+        microBatch = p.options.microBatch
+        ridge = p.options.ridge
+        kept = p.kept
+        original = p.pipeline.pass()
+        pruned = p.pass()
+    }
+
+    /// Mean hidden state after every layer of `model`, [L × H] (zero rows for layers it lacks).
+    func layerMeans(_ model: Pass) throws -> [Double] {
         let l = config.layers, h = config.hidden
         var sums = [Double](repeating: 0, count: l * h)
-        pipeline.setKept(allLayers ? Set(0..<l) : kept)
-        defer { pipeline.setKept(kept) }
-        _ = try pipeline.run(data: data, windows: calibration, microBatch: options.microBatch, backward: false, tap: { _, tap in
+        _ = try pipeline.run(data: data, windows: calibration, microBatch: microBatch, pass: model, tap: { _, tap in
             let base = tap.layer * h
             for t in 0..<tap.rows {
                 let row = tap.out + t * h
@@ -54,12 +89,12 @@ extension Pruner {
     /// σ_j = ||μ'_j - μ_j|| / ||μ_j|| for every kept layer j.
     public func meanShifts() throws -> [(Int, Double)] {
         let h = config.hidden
-        let original = try layerMeans(allLayers: true)
-        let pruned = try layerMeans(allLayers: false)
+        let before = try layerMeans(original)
+        let after = try layerMeans(pruned)
         return kept.sorted().map { j in
             var d = 0.0, n = 0.0
             for i in 0..<h {
-                let a = original[j * h + i], b = pruned[j * h + i]
+                let a = before[j * h + i], b = after[j * h + i]
                 d += (b - a) * (b - a); n += a * a
             }
             return (j, (d / max(n, 1e-300)).squareRoot())
@@ -78,7 +113,7 @@ extension Pruner {
 
     /// Per candidate layer: A = Σ (y - u) zᵀ and B = Σ z zᵀ (H×H, Float64), Σ||y - u||², Σ||y||², and the
     /// traces tr(A), tr(B), summed over every calibration token and reduced to rank 0.
-    func compensationSums(_ candidates: [Int]) throws -> [Int: [Double]] {
+    func sums(_ candidates: [Int]) throws -> [Int: [Double]] {
         let h = config.hidden, t = seqLen
         let hh = h * h
         let width = 2 * hh + 2
@@ -86,27 +121,24 @@ extension Pruner {
         for c in candidates { sums[c] = [Double](repeating: 0, count: width) }
         // Windows go through the original and the pruned model in chunks of one micro-batch per replica, so
         // that y (original outputs at the candidate layers) is held for one chunk only.
-        let chunk = options.microBatch * pipeline.placement.replicas
+        let chunk = microBatch * pipeline.placement.replicas
         let owned = candidates.filter { pipeline.stage.params.part.layers.contains($0) }
         var y = [Int: Buffer<F>]()
         for c in owned { y[c] = Buffer(count: chunk * t * h) }
-        let rd = Buffer<Double>(count: options.microBatch * t * h), zd = Buffer<Double>(count: options.microBatch * t * h)
-        let all = Set(0..<config.layers)
+        let rd = Buffer<Double>(count: microBatch * t * h), zd = Buffer<Double>(count: microBatch * t * h)
         var start = 0
         while start < calibration.count {
             let windows = Array(calibration[start..<min(start + chunk, calibration.count)])
             let position = Dictionary(uniqueKeysWithValues: windows.enumerated().map { ($1, $0) })
-            pipeline.setKept(all)
-            _ = try pipeline.run(data: data, windows: windows, microBatch: options.microBatch, backward: false, tap: { list, tap in
+            _ = try pipeline.run(data: data, windows: windows, microBatch: microBatch, pass: original, tap: { list, tap in
                 guard let store = y[tap.layer] else { return }
                 for (j, w) in list.enumerated() {
                     (store.pointer + position[w]! * t * h).update(from: tap.out + j * t * h, count: t * h)
                 }
             })
-            pipeline.setKept(kept)
-            _ = try pipeline.run(data: data, windows: windows, microBatch: options.microBatch, backward: false, tap: { list, tap in
+            _ = try pipeline.run(data: data, windows: windows, microBatch: microBatch, pass: pruned, tap: { list, tap in
                 guard let store = y[tap.layer] else { return }
-                let params = self.pipeline.stage.params
+                let params = pipeline.stage.params
                 let bias = params.spec("model.layers.\(tap.layer).mlp.down_proj.bias").map { params.value($0) }
                 let rows = tap.rows
                 var rr = 0.0, yy = 0.0
@@ -227,8 +259,13 @@ extension Pruner {
         pipeline.stage.params.store(name, from: old)
     }
 
+    /// Mean NLL of the pruned model (as folded so far) on the validation windows; forward only.
+    func validationLoss() throws -> Double {
+        try pipeline.run(data: data, windows: validation, microBatch: microBatch, pass: pruned).loss
+    }
+
     /// Fits and folds the compensation. All ranks call it; the report is complete on rank 0.
-    public func compensate(target: CompensationTarget, storage: DType) throws -> CompensationReport {
+    public func run(target: CompensationTarget, storage: DType) throws -> CompensationReport {
         let h = config.hidden
         let shifts = try meanShifts()
         let candidates: [Int]
@@ -236,16 +273,16 @@ extension Pruner {
         switch target {
         case .shift:
             candidates = [shifts.max { ($0.1, -$0.0) < ($1.1, -$1.0) }!.0]
-            alphas = [options.ridge]
+            alphas = [ridge]
         case .layer(let j):
             guard kept.contains(j) else { throw bad("compensateAt", j, "layer \(j) was removed") }
             candidates = [j]
-            alphas = [options.ridge]
+            alphas = [ridge]
         case .auto:
             candidates = autoCandidates(shifts)
             alphas = [1e-2, 1e-1, 1]
         }
-        let sums = try compensationSums(candidates)
+        let sums = try self.sums(candidates)
         let root = pipeline.world.rank == 0
         var results: [CompensationCandidate] = []
         var solutions: [[Double]] = []
@@ -255,7 +292,7 @@ extension Pruner {
                 var p = [Double]()
                 var row = CompensationCandidate(layer: c, alpha: a, lambda: 0, validationLoss: nil, reconBefore: 0, reconAfter: 0)
                 if root {
-                    let s = try Pruner.solve(sums: sums[c]!, hidden: h, alpha: a)
+                    let s = try Compensation.solve(sums: sums[c]!, hidden: h, alpha: a)
                     p = s.p
                     raisedAny = raisedAny || s.raised
                     row = CompensationCandidate(layer: c, alpha: s.alpha, lambda: s.lambda, validationLoss: nil, reconBefore: s.before, reconAfter: s.after)
@@ -267,10 +304,10 @@ extension Pruner {
         var chosen: Int? = 0
         var baseline: Double? = nil
         if target == .auto {
-            baseline = try loss(windows: validation)
+            baseline = try validationLoss()
             for k in results.indices {
                 let old = try fold(solutions[k], layer: results[k].layer, storage: storage)
-                let v = try loss(windows: validation)
+                let v = try validationLoss()
                 restore(old, layer: results[k].layer)
                 let r = results[k]
                 results[k] = CompensationCandidate(layer: r.layer, alpha: r.alpha, lambda: r.lambda, validationLoss: v, reconBefore: r.reconBefore, reconAfter: r.reconAfter)

@@ -108,21 +108,24 @@ public final class Pruner: @unchecked Sendable {
         kept.filter { $0 >= options.protectFirst && $0 < config.layers - options.protectLast }.sorted()
     }
 
+    /// A pass over the current model (the kept layers, less `extra`) in the job's arithmetic.
+    public func pass(_ gradients: Pass.Gradients = .none, without extra: Set<Int> = []) -> Pass {
+        pipeline.pass(gradients, layers: kept.subtracting(extra))
+    }
+
     /// Calibration loss (mean NLL) of the current model with `extra` layers also skipped; forward only.
     public func loss(without extra: Set<Int> = [], windows: [Int]? = nil) throws -> Double {
-        pipeline.setKept(kept.subtracting(extra))
-        defer { pipeline.setKept(kept) }
-        return try pipeline.run(data: data, windows: windows ?? calibration, microBatch: options.microBatch, backward: false).loss
+        let list = windows ?? calibration
+        return try pipeline.run(data: data, windows: list, microBatch: options.microBatch, pass: pass(without: extra)).loss
     }
 
     /// Calibration loss of the current model with each candidate removed in turn (one reusing sweep).
     func lossesWithout(_ candidates: [Int]) throws -> [Double] {
-        try pipeline.sweep(data: data, windows: calibration, microBatch: options.microBatch, candidates: candidates)
+        try pipeline.sweep(data: data, windows: calibration, microBatch: options.microBatch, pass: pass(), candidates: candidates)
     }
 
     public func remove(_ layer: Int) {
         kept.remove(layer)
-        pipeline.setKept(kept)
     }
 
     /// The K decisions (or the given --layers, unscored).
@@ -148,7 +151,7 @@ public final class Pruner: @unchecked Sendable {
         switch options.metric {
         case .angular:
             let t0 = elapsed()
-            let scores = try angularScores(blockSize: k)
+            let scores = try score(.angular)
             guard let startLayer = argmin(scores, among: Array(0..<config.layers)) else {
                 throw bad("remove", k, "no block of \(k) consecutive unprotected layers")
             }
@@ -179,7 +182,7 @@ public final class Pruner: @unchecked Sendable {
 
     /// One decision's scores on the current model (angular: of each block of `remove` layers).
     public func scoreOnce() throws -> [Double] {
-        options.metric == .angular ? try angularScores(blockSize: options.remove) : try score(options.metric)
+        try score(options.metric)
     }
 
     /// The lowest-scored removable layer (ties: the lower index), or with --verify-top M the one among the
