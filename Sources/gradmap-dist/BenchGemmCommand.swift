@@ -38,7 +38,7 @@ struct BenchGemmCommand: ParsableCommand {
             throw ValidationError("--matmul: f32 or bf16 (one product has one precision)")
         }
         if !compare {
-            try checkMatmulAvailable(matmul)
+            do { try matmul.checkAvailable() } catch { throw ValidationError(GradMapDist.line(error)) }
             if library == .openblas && matmul != .f32 { throw ValidationError("--library openblas: f32 only") }
             if library == .amx {
                 if matmul != .bf16 { throw ValidationError("--library amx: bf16 only") }

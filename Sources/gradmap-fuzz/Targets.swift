@@ -118,8 +118,8 @@ enum Format: String, CaseIterable {
         case .tokens:
             return [("tokens", { path, _ in
                 let w = try TokenWindows(path: path, seqLen: 8, vocabSize: 96)
-                let list = try w.firstWindows(nil)
-                _ = try w.spreadWindows(1)
+                let list = try w.firstWindows(nil, field: .maxWindows)
+                _ = try w.spreadWindows(1, field: .calibWindows)
                 var dst = [UInt32](repeating: 0, count: list.count * 8)
                 dst.withUnsafeMutableBufferPointer { w.gather(list[...], into: $0.baseAddress!) }
             })]

@@ -518,7 +518,7 @@ final class GGUFTests: XCTestCase {
             let again = try runProcess(binaryPath, ["convert", "--model", GGUFFixtures.path(name), "--out", out])
             XCTAssertEqual(again.status, 2)
             XCTAssertEqual(again.stderr.split(separator: "\n").count, 1, again.stderr)
-            XCTAssertTrue(again.stderr.contains("already exists; pass --force"), again.stderr)
+            XCTAssertTrue(again.stderr.contains("already exists; replaced only when forced"), again.stderr)
             let forced = try runProcess(binaryPath, ["convert", "--model", GGUFFixtures.path(name), "--out", out, "--force"])
             XCTAssertEqual(forced.status, 0, forced.stderr)
             let leftovers = try FileManager.default.contentsOfDirectory(atPath: (out as NSString).deletingLastPathComponent)

@@ -369,7 +369,7 @@ final class MetricReferenceTests: XCTestCase {
                 o.protectLast = 0
                 let pipeline: Pipeline<Float> = try Pipeline.load(world: .solo, checkpoint: ckpt, stages: 1, seqLen: t, microBatch: 1, training: false)
                 let calibration = ref["calibration_windows"] as! [Int]
-                XCTAssertEqual(try data.spreadWindows(calibration.count), calibration)
+                XCTAssertEqual(try data.spreadWindows(calibration.count, field: .calibWindows), calibration)
                 let pruner = try Pruner(pipeline: pipeline, data: data, calibration: calibration, validation: [], options: o)
                 _ = try pruner.decide()
                 let sums = try Compensation(pruner).sums([j])

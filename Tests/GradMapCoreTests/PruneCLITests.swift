@@ -44,6 +44,11 @@ final class PruneCLITests: XCTestCase {
             XCTAssertEqual(removed.count, 3)
             XCTAssertFalse(removed.contains(0) || removed.contains(7), "protected layers removed: \(removed)")
             XCTAssertEqual((o["scores"] as! [[Any]]).count, 3)
+            // One result schema: --json prints what the report file holds, key for key and value for value.
+            let reportData = try Data(contentsOf: URL(fileURLWithPath: out + "/pruning_report.json"))
+            let saved = try JSONSerialization.jsonObject(with: reportData) as! [String: Any]
+            XCTAssertEqual(NSDictionary(dictionary: saved), NSDictionary(dictionary: o), "--json and pruning_report.json differ")
+            XCTAssertEqual((saved["decisions"] as? [Any])?.count, 3)
             // Files: shards, index, config, report.
             let files = Set(try FileManager.default.contentsOfDirectory(atPath: out))
             XCTAssertTrue(files.isSuperset(of: ["config.json", "model.safetensors.index.json", "pruning_report.json", "pruning_report.svg"]), "\(files)")

@@ -85,7 +85,7 @@ final class PruningTests: XCTestCase {
         o.compensateAt = .layer(3)
         o.ridge = 1e-9
         let pipeline: Pipeline<Float> = try Pipeline.load(world: .solo, checkpoint: ckpt, stages: 1, seqLen: 16, microBatch: 2, training: false)
-        let pruner = try Pruner(pipeline: pipeline, data: data, calibration: try data.spreadWindows(8), validation: [], options: o)
+        let pruner = try Pruner(pipeline: pipeline, data: data, calibration: try data.spreadWindows(8, field: .calibWindows), validation: [], options: o)
         let before = pruner.loss()
         _ = try pruner.decide()
         let d = pipeline.stage.params.value("model.layers.3.mlp.down_proj.weight")
@@ -108,7 +108,7 @@ extension PruningTests {
         var o = PruneOptions()
         o.layers = [2]
         let pipeline: Pipeline<Float> = try Pipeline.load(world: .solo, checkpoint: ckpt, stages: 1, seqLen: 16, microBatch: 3, training: false)
-        let pruner = try Pruner(pipeline: pipeline, data: data, calibration: try data.spreadWindows(7), validation: [], options: o)
+        let pruner = try Pruner(pipeline: pipeline, data: data, calibration: try data.spreadWindows(7, field: .calibWindows), validation: [], options: o)
         _ = try pruner.decide()
         let candidates = [5, 1, 3, 4]
         let swept = try pruner.lossesWithout(candidates)

@@ -149,7 +149,7 @@ final class SplitTests: XCTestCase {
 
 /// The real SmolLM2 (GGUF) under every split, every metric: 4 calibration windows of 64 tokens, K = 2.
 final class RealModelSplitTests: XCTestCase {
-    func calibrationTokens() throws -> String {
+    static func calibrationTokens() throws -> String {
         for path in [RealModelTests.gguf, RealModelTests.calibText] where !FileManager.default.fileExists(atPath: path) {
             throw MissingPrerequisite(description: "\(path) is missing: run launch/fetch-assets (launch/test does)")
         }
@@ -163,7 +163,7 @@ final class RealModelSplitTests: XCTestCase {
 
     func testEveryMetricUnderEverySplit() throws {
         try requireReleaseBinary()
-        let tokens = try calibrationTokens()
+        let tokens = try Self.calibrationTokens()
         let settings: [[String]] = [
             ["--metric", "gradmap"], ["--metric", "taylor"], ["--metric", "gate"], ["--metric", "fisher"], ["--metric", "bi"],
             ["--metric", "bi", "--iterative"], ["--metric", "angular"], ["--metric", "sleb"], ["--metric", "random"],
@@ -201,7 +201,7 @@ final class RealModelSplitTests: XCTestCase {
     ///   tensor identical.
     func testCompensationAcrossSplitsAndThreadCounts() throws {
         try requireReleaseBinary()
-        let tokens = try calibrationTokens()
+        let tokens = try Self.calibrationTokens()
         let args = ["--model", RealModelTests.gguf, "--tokens", tokens, "--seq-len", "64", "--calib-windows", "4",
                     "--remove", "2", "--metric", "fisher", "--compensate-at", "shift"]
         let (ref, refOut) = try prune(1, stages: 1, args)

@@ -1,7 +1,9 @@
 // A folder written atomically, as `convert` and `prune` write checkpoints: built as `.NAME.partial` beside NAME
 // and renamed into place at the end, so a failed run leaves no half-written NAME. Nor the partial folder: a
 // failure removes it, so does SIGTERM/SIGINT (Interrupt, which this type tells what to remove and when), and one
-// left by a SIGKILLed writer is removed when the next build of NAME starts.
+// left by a SIGKILLed writer is removed when the next build of NAME starts. One file is spared by failures and
+// signals: a pruning job's decision journal (DecisionJournal), the state `prune --resume` continues from; the
+// folder stays with it alone, and it is removed before the rename.
 import Foundation
 
 /// A file to put into the folder.
@@ -27,20 +29,27 @@ public struct PartialFolder: Sendable {
         return url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).partial").path
     }
 
-    /// Removes a partial folder an earlier, SIGKILLed run left (every rank may: removal tolerates the others').
+    /// The file that failures and signals spare: a pruning job's decision journal.
+    public static let journalName = "decisions.jsonl"
+    public var journal: String { path + "/" + PartialFolder.journalName }
+
+    /// Removes a partial folder an earlier, SIGKILLed run left, journal included (every rank may: removal
+    /// tolerates the others').
     public func removeStale() throws { try Interrupt.removeTree(path) }
 
-    /// Creates the folder afresh (a stale one removed first); a signal from here on removes it.
+    /// Creates the folder if it is not there, emptied but for a journal; a signal from here on removes it
+    /// (sparing the journal).
     public func create(withParents: Bool = false) throws {
-        try Interrupt.guarding(path) {
-            try Interrupt.removeTree(path)
+        try Interrupt.guarding(path, sparing: PartialFolder.journalName) {
+            try Interrupt.removeTree(path, sparing: PartialFolder.journalName)
+            guard !FileManager.default.fileExists(atPath: path) else { return }
             do { try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: withParents) }
             catch { throw GradMapError.runtime("\(path): cannot create (\(GradMapError.reason(error)))") }
         }
     }
 
     /// A process that writes into a folder another one creates removes it too if stopped from here on.
-    public func watch() { Interrupt.guarding(path) {} }
+    public func watch() { Interrupt.guarding(path, sparing: PartialFolder.journalName) {} }
 
     /// Nothing left for this process to remove on a signal (another rank renamed the folder).
     public func unwatch() { Interrupt.guarding(nil) {} }
@@ -65,6 +74,8 @@ public struct PartialFolder: Sendable {
     public func commit(replacing: Bool) throws {
         try Interrupt.guarding(nil) {
             let fm = FileManager.default
+            // The journal's decisions are in the report; the finished checkpoint is the same as an uninterrupted run's.
+            try Interrupt.removeTree(journal)
             if replacing && fm.fileExists(atPath: destination) {
                 try namingFile(destination, "cannot remove") { try fm.removeItem(atPath: destination) }
             }
@@ -74,7 +85,7 @@ public struct PartialFolder: Sendable {
     }
 
     /// After this process's own failure (a signal is Interrupt's): leaves no half-written folder behind.
-    public func discard() { Interrupt.guarding(nil) { try? Interrupt.removeTree(path) } }
+    public func discard() { Interrupt.guarding(nil) { try? Interrupt.removeTree(path, sparing: PartialFolder.journalName) } }
 
     /// In one process: creates the folder, fills it, renames it into place; removed again if anything fails.
     public func build(replacing: Bool, withParents: Bool = false, _ fill: (PartialFolder) throws -> Void) throws {

@@ -39,19 +39,25 @@ public struct PrunedWriter {
         self.values = values
     }
 
-    /// Refuses an --out that is a file, or an existing folder without --force (before any work), and removes
-    /// a temporary folder an earlier, SIGKILLed run left.
-    public static func checkDestination(_ out: String, force: Bool) throws {
+    /// Refuses an out that is a file, or an existing folder without `force` (before any work), and removes
+    /// a temporary folder an earlier, SIGKILLed run left, unless its journal is to be kept (a resumed job).
+    /// Whether a journal was removed.
+    @discardableResult
+    public static func checkDestination(_ out: String, force: Bool, keepJournal: Bool = false) throws -> Bool {
         var isDir: ObjCBool = false
         if FileManager.default.fileExists(atPath: out, isDirectory: &isDir) {
-            guard isDir.boolValue else { throw bad("out", out, "is a file; expected a folder to create") }
-            guard force else { throw bad("out", out, "already exists; replaced only when forced") }
+            guard isDir.boolValue else { throw bad(.out, out, "is a file; expected a folder to create") }
+            guard force else { throw bad(.out, out, "already exists; replaced only when forced") }
         }
         let parent = URL(fileURLWithPath: out).deletingLastPathComponent().path
         guard FileManager.default.fileExists(atPath: parent, isDirectory: &isDir), isDir.boolValue else {
-            throw bad("out", out, "parent folder \(parent) does not exist")
+            throw bad(.out, out, "parent folder \(parent) does not exist")
         }
-        try PartialFolder(out).removeStale()
+        let partial = PartialFolder(out)
+        if keepJournal { return false }
+        let hadJournal = FileManager.default.fileExists(atPath: partial.journal)
+        try partial.removeStale()
+        return hadJournal
     }
 
     /// New name of an original tensor name, or nil when its layer was removed.
@@ -80,7 +86,15 @@ public struct PrunedWriter {
         }
     }
 
-    public func write(to out: String, force: Bool, extraFiles: [String: Data] = [:]) throws {
+    /// The source dtype, kept; quantised GGUF weights are written as float32 (their exact dequantised values).
+    public static func outputDType(_ source: Checkpoint) -> DType {
+        let d = source.storageDType()
+        return [.f32, .f16, .bf16].contains(d) ? d : .f32
+    }
+
+    /// Writes the checkpoint; `extraFiles` is called on rank 0 once the tensors are written, for files written
+    /// beside them (the report).
+    public func write(to out: String, force: Bool, extraFiles: () throws -> [String: Data] = { [:] }) throws {
         let folder = PartialFolder(out)
         do {
             try build(folder, force: force, extraFiles: extraFiles)
@@ -90,7 +104,7 @@ public struct PrunedWriter {
         }
     }
 
-    func build(_ folder: PartialFolder, force: Bool, extraFiles: [String: Data]) throws {
+    func build(_ folder: PartialFolder, force: Bool, extraFiles: () throws -> [String: Data]) throws {
         let writing = (0..<placement.stages).filter { !tensors(ofStage: $0).isEmpty }
         let shardName = { (k: Int) in String(format: "model-%05d-of-%05d.safetensors", k + 1, writing.count) }
         // Each step is agreed on (Communicator.agree) instead of ending at a barrier: a rank whose write fails
@@ -115,7 +129,7 @@ public struct PrunedWriter {
             try folder.write("model.safetensors.index.json", .data(try jsonFile(index)))
             try folder.write("config.json", .data(try jsonFile(try prunedConfig())))
             for (name, file) in try tokenizerFiles() { try folder.write(name, file) }
-            for (name, data) in extraFiles { try folder.write(name, .data(data)) }
+            for (name, data) in try extraFiles().sorted(by: { $0.key < $1.key }) { try folder.write(name, .data(data)) }
             try folder.commit(replacing: force)
         }
         folder.unwatch()  // renamed by rank 0: nothing to remove any more
@@ -173,8 +187,8 @@ func writeJSON(_ object: Any, to path: String) throws {
 
 /// Runs a file operation on `path`; a Foundation or POSIX failure becomes a runtime error naming the file
 /// (exit code 1: the machine failed, not the input).
-func namingFile(_ path: String, _ what: String = "cannot write", _ body: () throws -> Void) throws {
-    do { try body() } catch let e as GradMapError { throw e } catch {
+func namingFile<T>(_ path: String, _ what: String = "cannot write", _ body: () throws -> T) throws -> T {
+    do { return try body() } catch let e as GradMapError { throw e } catch {
         throw GradMapError.runtime("\(path): \(what) (\(GradMapError.reason(error)))")
     }
 }

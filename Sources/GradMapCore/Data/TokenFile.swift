@@ -9,14 +9,14 @@ public struct TokenWindows: Sendable {
     public var windowCount: Int { tokens.count / seqLen }
 
     public init(path: String, seqLen: Int, vocabSize: Int) throws {
-        guard seqLen >= 2 else { throw bad("seqLen", seqLen, "must be at least 2") }
+        guard seqLen >= 2 else { throw bad(.seqLen, seqLen, "must be at least 2") }
         let file = try MappedFile(path: path)
         guard file.size % 4 == 0 else {
             throw bad("\(path): size \(file.size) bytes is not a multiple of 4 (expected little-endian uint32 token ids)")
         }
         let count = file.size / 4
         guard count >= seqLen else {
-            throw bad("seqLen", seqLen, "\(path): \(count) tokens is shorter than one window")
+            throw bad(.seqLen, seqLen, "\(path): \(count) tokens is shorter than one window")
         }
         var ids = [UInt32](repeating: 0, count: count)
         ids.withUnsafeMutableBytes { $0.copyMemory(from: UnsafeRawBufferPointer(start: file.bytes, count: file.size)) }
@@ -32,7 +32,7 @@ public struct TokenWindows: Sendable {
     /// Ids made in memory (tokenised text), validated like a token file.
     public init(path: String, tokens: [UInt32], seqLen: Int, vocabSize: Int) throws {
         guard tokens.count >= seqLen else {
-            throw bad("seqLen", seqLen, "\(path): \(tokens.count) tokens is shorter than one window")
+            throw bad(.seqLen, seqLen, "\(path): \(tokens.count) tokens is shorter than one window")
         }
         if let i = tokens.firstIndex(where: { $0 >= UInt32(vocabSize) }) {
             throw bad("\(path): token id \(tokens[i]) at position \(i) is out of range; expected < vocab_size \(vocabSize)")
@@ -46,17 +46,18 @@ public struct TokenWindows: Sendable {
         self.seqLen = seqLen
     }
 
-    /// The first `max` windows (all when nil), as window indices.
-    public func firstWindows(_ max: Int?) throws -> [Int] {
-        if let max, max < 1 { throw bad("max", max, "must be at least 1") }
+    /// The first `max` windows (all when nil), as window indices; `field` is the setting `max` came from.
+    public func firstWindows(_ max: Int?, field: ConfigField) throws -> [Int] {
+        if let max, max < 1 { throw bad(field, max, "must be at least 1") }
         return Array(0..<Swift.min(windowCount, max ?? windowCount))
     }
 
     /// `count` windows spread evenly over the stream: window ⌊i·W/count⌋ for i = 0..count-1.
-    public func spreadWindows(_ count: Int) throws -> [Int] {
-        guard count >= 1 else { throw bad("count", count, "must be at least 1") }
+    /// `field` is the setting `count` came from (calibration or held-out windows).
+    public func spreadWindows(_ count: Int, field: ConfigField) throws -> [Int] {
+        guard count >= 1 else { throw bad(field, count, "must be at least 1") }
         guard count <= windowCount else {
-            throw bad("count", count, "\(path): \(windowCount) windows of \(seqLen) tokens, fewer than the \(count) asked for")
+            throw bad(field, count, "\(path): \(windowCount) windows of \(seqLen) tokens, fewer than the \(count) asked for")
         }
         return (0..<count).map { $0 * windowCount / count }
     }

@@ -31,14 +31,14 @@ public struct Placement: Sendable {
     public let balance: Balance
 
     public init(config c: ModelConfig, ranks: Int, stages requested: Int?, balance: Balance = .compute, seqLen: Int = 256) throws {
-        guard ranks >= 1 else { throw bad("ranks", ranks, "must be at least 1") }
+        guard ranks >= 1 else { throw bad(.ranks, ranks, "must be at least 1") }
         let s = requested ?? min(ranks, c.layers)
-        guard s >= 1 else { throw bad("stages", s, "must be at least 1") }
+        guard s >= 1 else { throw bad(.stages, s, "must be at least 1") }
         guard s <= c.layers else {
-            throw bad("stages", s, "more stages than the model's \(c.layers) layers")
+            throw bad(.stages, s, "more stages than the model's \(c.layers) layers")
         }
         guard ranks % s == 0 else {
-            throw bad("stages", s, "the number of ranks \(ranks) must be a multiple of the stages (ranks = stages × replicas)")
+            throw bad(.stages, s, "the number of ranks \(ranks) must be a multiple of the stages (ranks = stages × replicas)")
         }
         config = c
         self.ranks = ranks

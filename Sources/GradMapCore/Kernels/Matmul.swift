@@ -26,6 +26,13 @@ public enum MatmulPrecision: String, CaseIterable, Sendable {
     /// decision step about 1.3-1.7x faster.
     public static var machineDefault: MatmulPrecision { bf16Available ? .bf16 : .f32 }
 
+    /// Anything but f32 needs BF16 products in oneDNN: a bad value of the matmul setting otherwise.
+    public func checkAvailable() throws {
+        if self != .f32 && !MatmulPrecision.bf16Available {
+            throw bad(.matmul, rawValue, "this CPU has no BF16 matrix products (oneDNN finds neither AVX512-BF16 nor AMX); use f32")
+        }
+    }
+
     /// oneDNN's implementation of a BF16 product on this CPU (e.g. "brg:avx512_core_bf16"); nil when there is
     /// none but the reference.
     public static let bf16Implementation: String? = {

@@ -275,7 +275,7 @@ public struct Compensation {
             candidates = [shifts.max { ($0.1, -$0.0) < ($1.1, -$1.0) }!.0]
             alphas = [ridge]
         case .layer(let j):
-            guard kept.contains(j) else { throw bad("compensateAt", j, "layer \(j) was removed") }
+            guard kept.contains(j) else { throw bad(.compensateAt, j, "layer \(j) was removed") }
             candidates = [j]
             alphas = [ridge]
         case .auto:

@@ -10,7 +10,7 @@ public enum CompensationTarget: Sendable, Equatable {
 }
 
 public struct PruneOptions: Sendable {
-    public var metric: Metric = .gradmap
+    public var metric: Metric = .bi
     public var remove = 0
     /// Remove exactly these layers (in this order) instead of scoring.
     public var layers: [Int]? = nil
@@ -73,34 +73,34 @@ public final class Pruner: @unchecked Sendable {
 
     /// Rejects impossible requests before any work (one line, the PruneOptions field named).
     public static func validate(_ o: PruneOptions, layers l: Int) throws {
-        guard o.protectFirst >= 0 else { throw bad("protectFirst", o.protectFirst, "must be at least 0") }
-        guard o.protectLast >= 0 else { throw bad("protectLast", o.protectLast, "must be at least 0") }
+        guard o.protectFirst >= 0 else { throw bad(.protectFirst, o.protectFirst, "must be at least 0") }
+        guard o.protectLast >= 0 else { throw bad(.protectLast, o.protectLast, "must be at least 0") }
         let unprotected = max(0, l - o.protectFirst - o.protectLast)
         if let given = o.layers {
-            guard !given.isEmpty else { throw bad("layers", nil, "empty list") }
+            guard !given.isEmpty else { throw bad(.layers, nil, "empty list") }
             for x in given where x < 0 || x >= l {
-                throw bad("layers", nil, "layer \(x) is out of range; the model has layers 0..\(l - 1)")
+                throw bad(.layers, nil, "layer \(x) is out of range; the model has layers 0..\(l - 1)")
             }
             if let dup = given.first(where: { x in given.filter { $0 == x }.count > 1 }) {
-                throw bad("layers", nil, "layer \(dup) is given twice")
+                throw bad(.layers, nil, "layer \(dup) is given twice")
             }
-            guard given.count < l else { throw bad("layers", nil, "removing all \(l) layers leaves no model") }
+            guard given.count < l else { throw bad(.layers, nil, "removing all \(l) layers leaves no model") }
         } else {
-            guard o.remove >= 1 else { throw bad("remove", o.remove, "must be at least 1") }
+            guard o.remove >= 1 else { throw bad(.remove, o.remove, "must be at least 1") }
             guard o.remove < unprotected else {
                 let why = "\(l) layers, the first \(o.protectFirst) and the last \(o.protectLast) protected"
-                throw bad("remove", o.remove, "must be less than the \(unprotected) layers that may be removed (\(why))")
+                throw bad(.remove, o.remove, "must be less than the \(unprotected) layers that may be removed (\(why))")
             }
         }
-        guard o.verifyTop >= 1 else { throw bad("verifyTop", o.verifyTop, "must be at least 1") }
-        guard o.microBatch >= 1 else { throw bad("microBatch", o.microBatch, "must be at least 1") }
+        guard o.verifyTop >= 1 else { throw bad(.verifyTop, o.verifyTop, "must be at least 1") }
+        guard o.microBatch >= 1 else { throw bad(.microBatch, o.microBatch, "must be at least 1") }
         if case .layer(let j)? = o.compensateAt {
-            guard j >= 0 && j < l else { throw bad("compensateAt", j, "out of range; the model has layers 0..\(l - 1)") }
+            guard j >= 0 && j < l else { throw bad(.compensateAt, j, "out of range; the model has layers 0..\(l - 1)") }
             if let given = o.layers, given.contains(j) {
-                throw bad("compensateAt", j, "layer \(j) is one of the layers to remove")
+                throw bad(.compensateAt, j, "layer \(j) is one of the layers to remove")
             }
         }
-        guard o.ridge > 0 else { throw bad("ridge", o.ridge, "must be positive") }
+        guard o.ridge > 0 else { throw bad(.ridge, o.ridge, "must be positive") }
     }
 
     /// Kept layers that may be removed, ascending.
@@ -128,53 +128,64 @@ public final class Pruner: @unchecked Sendable {
         kept.remove(layer)
     }
 
-    /// The K decisions (or the given --layers, unscored).
-    public func decide() throws -> [Decision] {
+    /// The K decisions (or the given layers, unscored). `done` are decisions a journal kept from an earlier
+    /// run of the same job: replayed (their layers removed, the random generator advanced as they advanced it),
+    /// then the rest taken; `completed` sees each new one as it completes (the journal).
+    public func decide(resuming done: [Decision] = [], completed: ((Decision) throws -> Void)? = nil) throws -> [Decision] {
         let start = DispatchTime.now().uptimeNanoseconds
         var decisions: [Decision] = []
         func elapsed() -> Double { Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 }
-        func record(_ layer: Int, _ score: Double, _ scores: [Double], _ verified: [(Int, Double)], _ t0: Double, total: Int) {
+        let total = options.layers?.count ?? options.remove
+        let oneShot = options.layers == nil && (options.metric == .angular || (options.metric == .bi && !options.iterative))
+        for d in done.prefix(total) {
+            decisions.append(d)
+            remove(d.removed)
+            // One uniform draw per kept layer per decision: the generator's state as the earlier run left it.
+            if options.layers == nil && options.metric == .random { _ = try score(.random) }
+            progress?(String(format: "decision %d/%d: removed layer %d (score %.6g), from the journal", d.step, total, d.removed, d.score))
+        }
+        func record(_ layer: Int, _ score: Double, _ scores: [Double], _ verified: [(Int, Double)], _ t0: Double) throws {
             let d = Decision(step: decisions.count + 1, removed: layer, score: score, scores: scores, verified: verified, seconds: elapsed() - t0)
             decisions.append(d)
             remove(layer)
-            let done = elapsed()
-            let left = done / Double(d.step) * Double(total - d.step)
+            try completed?(d)
+            let taken = d.step - done.count, now = elapsed()
+            let left = now / Double(taken) * Double(total - d.step)
             progress?(String(format: "decision %d/%d: removed layer %d (score %.6g)  elapsed %.1f s, ~%.0f s left",
-                             d.step, total, layer, score, done, left))
+                             d.step, total, layer, score, now, left))
         }
         if let given = options.layers {
             let nan = [Double](repeating: .nan, count: config.layers)
-            for layer in given { record(layer, .nan, nan, [], elapsed(), total: given.count) }
+            for layer in given.dropFirst(decisions.count) { try record(layer, .nan, nan, [], elapsed()) }
             return decisions
         }
-        let k = options.remove
+        // One-shot metrics score the original model once: its scores are the first decision's (all layers kept
+        // then), so a resumed job reads them from the journal instead of scoring again.
+        let t0 = elapsed()
+        let original = oneShot ? try done.first?.scores ?? score(options.metric) : []
         switch options.metric {
         case .angular:
-            let t0 = elapsed()
-            let scores = try score(.angular)
-            guard let startLayer = argmin(scores, among: Array(0..<config.layers)) else {
-                throw bad("remove", k, "no block of \(k) consecutive unprotected layers")
+            guard let startLayer = argmin(original, among: Array(0..<config.layers)) else {
+                throw bad(.remove, total, "no block of \(total) consecutive unprotected layers")
             }
-            for layer in startLayer..<(startLayer + k) {
-                var s = scores
+            for layer in (startLayer..<(startLayer + total)).dropFirst(decisions.count) {
+                var s = original
                 for r in 0..<config.layers where !kept.contains(r) { s[r] = .nan }
-                record(layer, scores[startLayer], s, [], t0, total: k)
+                try record(layer, original[startLayer], s, [], t0)
             }
         case .bi where !options.iterative:
-            let t0 = elapsed()
-            let scores = try score(.bi)
-            for _ in 0..<k {
-                var s = scores
+            while decisions.count < total {
+                var s = original
                 for r in 0..<config.layers where !kept.contains(r) { s[r] = .nan }
                 let (layer, score, verified) = try choose(s)
-                record(layer, score, s, verified, t0, total: k)
+                try record(layer, score, s, verified, t0)
             }
         default:
-            for _ in 0..<k {
+            while decisions.count < total {
                 let t0 = elapsed()
                 let scores = try score(options.metric)
                 let (layer, score, verified) = try choose(scores)
-                record(layer, score, scores, verified, t0, total: k)
+                try record(layer, score, scores, verified, t0)
             }
         }
         return decisions

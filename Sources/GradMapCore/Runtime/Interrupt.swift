@@ -21,6 +21,8 @@ public enum Interrupt {
     private static let lock = NSLock()
     /// The folder to remove on a signal (set under `lock`).
     nonisolated(unsafe) private static var partial: String?
+    /// A file in it that removal spares (with the folder): the state a crashed job resumes from.
+    nonisolated(unsafe) private static var spared: String?
     /// [read, write] ends of the pipe from the handler to the cleanup thread; -1 until install().
     nonisolated(unsafe) private static var pipeEnds: [Int32] = [-1, -1]
     nonisolated(unsafe) private static var writeEnd: Int32 = -1
@@ -54,10 +56,11 @@ public enum Interrupt {
 
     /// Runs `body` with the folder to remove on a signal set to `path` (nil: none) while `body` runs under
     /// the lock; body is the step that creates or renames the folder, so a signal never lands half-way.
-    public static func guarding<T>(_ path: String?, _ body: () throws -> T) rethrows -> T {
+    public static func guarding<T>(_ path: String?, sparing file: String? = nil, _ body: () throws -> T) rethrows -> T {
         lock.lock()
         defer { lock.unlock() }
         partial = path
+        spared = file
         return try body()
     }
 
@@ -66,12 +69,15 @@ public enum Interrupt {
 
     /// Removes a partial folder and what it holds; entries that vanish meanwhile (another rank removing the
     /// same folder) are not errors. Throws only when something stays.
-    public static func removeTree(_ path: String) throws {
+    /// Removes `path` and everything under it; a folder holding `sparing` keeps that file and stays.
+    public static func removeTree(_ path: String, sparing: String? = nil) throws {
         let fm = FileManager.default
         var isDir: ObjCBool = false
         guard fm.fileExists(atPath: path, isDirectory: &isDir) else { return }
         if isDir.boolValue {
-            for name in (try? fm.contentsOfDirectory(atPath: path)) ?? [] { try removeTree(path + "/" + name) }
+            let names = (try? fm.contentsOfDirectory(atPath: path)) ?? []
+            for name in names where name != sparing { try removeTree(path + "/" + name) }
+            if let sparing, names.contains(sparing) { return }
             if rmdir(path) != 0 && errno != ENOENT {
                 throw GradMapError.runtime("\(path): cannot remove (\(String(cString: strerror(errno))))")
             }
@@ -89,8 +95,15 @@ public enum Interrupt {
         var note = ""
         if let path = partial {
             // A shard another thread is writing may land between two passes: retry until the folder is gone.
-            for _ in 0..<5 where FileManager.default.fileExists(atPath: path) { try? removeTree(path) }
-            note = FileManager.default.fileExists(atPath: path) ? "; could not remove \(path)" : "; removed \(path)"
+            let kept: String? = spared.map { path + "/" + $0 }.flatMap { FileManager.default.fileExists(atPath: $0) ? $0 : nil }
+            func done() -> Bool {
+                let left = (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []
+                return kept != nil ? left == [spared!] : !FileManager.default.fileExists(atPath: path)
+            }
+            for _ in 0..<5 where !done() { try? removeTree(path, sparing: spared) }
+            if !done() { note = "; could not remove \(path)" }
+            else if let kept { note = "; removed \(path) but its decision journal \(kept) (`prune --resume` continues the job)" }
+            else { note = "; removed \(path)" }
         }
         let name = number == SIGINT ? "SIGINT" : number == SIGTERM ? "SIGTERM" : "signal \(number)"
         if !quiet || !note.isEmpty { FileHandle.standardError.write(Data("\(prefix): stopped by \(name)\(note)\n".utf8)) }

@@ -5,16 +5,16 @@ import Foundation
 public enum GradMapError: Error, CustomStringConvertible, Sendable {
     /// The user's input is wrong: message names the file or tensor and what was expected.
     case badInput(String)
-    /// A value passed to the engine is unusable. `parameter` names it as the engine's API does (`seqLen`,
-    /// `remove`): the engine cannot know which flag it came from, a front end can (it renames `parameter`).
-    case badValue(parameter: String, value: String?, detail: String)
+    /// A setting of a job is unusable. `field` names it as the configuration does (`seqLen`, `calibWindows`):
+    /// the core knows no flags; a front end names the field its own way (the CLI by its flag).
+    case badValue(field: ConfigField, value: String?, detail: String)
     /// A failure of the machine or the library (MPI, LAPACK, I/O after validation).
     case runtime(String)
 
     public var description: String {
         switch self {
         case .badInput(let m), .runtime(let m): return m
-        case .badValue(let parameter, let value, let detail): return parameter + (value.map { " " + $0 } ?? "") + ": " + detail
+        case .badValue(let field, let value, let detail): return GradMapError.line(field.rawValue, value, detail)
         }
     }
 
@@ -44,6 +44,11 @@ public enum GradMapError: Error, CustomStringConvertible, Sendable {
         return ns.localizedDescription.replacingOccurrences(of: "\n", with: " ")
     }
 
+    /// "name value: detail", the line of a bad setting under any naming of its field.
+    public static func line(_ name: String, _ value: String?, _ detail: String) -> String {
+        name + (value.map { " " + $0 } ?? "") + ": " + detail
+    }
+
     /// The exit code of any error: a GradMapError's, 1 for everything else (the machine, not the input).
     public static func exitCode(_ error: Error) -> Int32 { (error as? GradMapError)?.exitCode ?? 1 }
 }
@@ -63,8 +68,17 @@ public struct JobFailure: Error, @unchecked Sendable {
 @inline(__always)
 func bad(_ message: String) -> GradMapError { .badInput(message) }
 
-/// A bad value of an engine parameter (see GradMapError.badValue).
+/// A bad value of a job's setting (see GradMapError.badValue).
 @inline(__always)
-func bad(_ parameter: String, _ value: Any?, _ detail: String) -> GradMapError {
-    .badValue(parameter: parameter, value: value.map { "\($0)" }, detail: detail)
+func bad(_ field: ConfigField, _ value: Any?, _ detail: String) -> GradMapError {
+    .badValue(field: field, value: value.map { "\($0)" }, detail: detail)
+}
+
+/// Every setting a job takes, as the configurations (PruneConfig, WindowJobConfig, PlanConfig, ...) name
+/// them. Errors name a field; each front end maps every field to what its user typed (the CLI: a flag).
+public enum ConfigField: String, Sendable, CaseIterable {
+    case model, weights, balance, matmul, activations, stages, ranks
+    case calibration, heldOut, seqLen, calibWindows, evalWindows, validationWindows, maxWindows, microBatch
+    case remove, layers, metric, protectFirst, protectLast, verifyTop, seed, gradientNorm, compensateAt, ridge
+    case out, resume, text, addBOS, calibTokens, gflops
 }
