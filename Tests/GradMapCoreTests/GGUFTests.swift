@@ -204,6 +204,10 @@ final class GGUFTests: XCTestCase {
         let dir = temporaryDirectory("gguf")
         FileManager.default.createFile(atPath: dir + "/short.gguf", contents: Data(bytes[0..<(f.dataStart + last.offset + last.byteCount - 1)]))
         expectBadInput(["short.gguf", "tensor \(last.name)", "out of range", "\(last.type.name) dims"]) { _ = try GGUFFile(path: dir + "/short.gguf") }
+        let cli = try runProcess(binaryPath, ["inspect", "--model", dir + "/short.gguf"])
+        XCTAssertEqual(cli.status, 2, cli.stderr)
+        XCTAssertEqual(cli.stderr.split(separator: "\n").count, 1, cli.stderr)
+        XCTAssertTrue(cli.stderr.contains("tensor \(last.name)"), cli.stderr)
     }
 
     /// qwen2: q/k/v biases, rope base from qwen2.rope.freq_base, no o_proj bias, tied or separate output.

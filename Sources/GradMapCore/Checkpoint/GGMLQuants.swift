@@ -95,36 +95,32 @@ func dequantizeQ3_K<F: Real>(_ src: UnsafeRawPointer, blocks: Int, into dst: Uns
 /// Q4_K, 144 bytes per 256 values: f16 d | f16 dmin | 12 bytes scales (kScaleMin) | 128 bytes qs. Value
 /// e = 64c + 32h + l is nibble h of qs[32c + l]; value = (d · scale) · q − dmin · min of sub-block e / 32.
 func dequantizeQ4_K<F: Real>(_ src: UnsafeRawPointer, blocks: Int, into dst: UnsafeMutablePointer<F>) {
-    for b in 0..<blocks {
-        let block = src + 144 * b, out = dst + 256 * b
-        let d = f16(block, 0), dmin = f16(block, 2)
-        for j in 0..<8 {
-            let (sc, m) = kScaleMin(block + 4, j)
-            let dl = d * Float(sc), ml = dmin * Float(m)
-            let c = j / 2, shift = UInt8(4 * (j % 2))
-            for l in 0..<32 {
-                let q = (byte(block, 16 + 32 * c + l) >> shift) & 0x0f
-                let scaled = dl * Float(q)
-                out[32 * j + l] = F(Double(scaled - ml))
-            }
-        }
-    }
+    dequantizeScaleMinK(src, blocks: blocks, blockBytes: 144, nibblesAt: 16, fifthBitsAt: nil, into: dst)
 }
 
 /// Q5_K, 176 bytes per 256 values: f16 d | f16 dmin | 12 bytes scales | 32 bytes qh | 128 bytes qs. Low nibble
 /// as Q4_K; the fifth bit of value e is bit e / 32 of qh[e % 32]. Value = (d · scale) · q − dmin · min.
 func dequantizeQ5_K<F: Real>(_ src: UnsafeRawPointer, blocks: Int, into dst: UnsafeMutablePointer<F>) {
+    dequantizeScaleMinK(src, blocks: blocks, blockBytes: 176, nibblesAt: 48, fifthBitsAt: 16, into: dst)
+}
+
+/// Q4_K and Q5_K: d and dmin at bytes 0 and 2, the scales at 4, the nibbles at `nibblesAt`, and for Q5_K the
+/// 32 bytes of fifth bits at `fifthBitsAt`.
+func dequantizeScaleMinK<F: Real>(
+    _ src: UnsafeRawPointer, blocks: Int, blockBytes: Int, nibblesAt: Int, fifthBitsAt: Int?,
+    into dst: UnsafeMutablePointer<F>
+) {
     for b in 0..<blocks {
-        let block = src + 176 * b, out = dst + 256 * b
+        let block = src + blockBytes * b, out = dst + 256 * b
         let d = f16(block, 0), dmin = f16(block, 2)
         for j in 0..<8 {
             let (sc, m) = kScaleMin(block + 4, j)
             let dl = d * Float(sc), ml = dmin * Float(m)
             let c = j / 2, shift = UInt8(4 * (j % 2))
             for l in 0..<32 {
-                let low = (byte(block, 48 + 32 * c + l) >> shift) & 0x0f
-                let high = (byte(block, 16 + l) >> UInt8(j)) & 1
-                let scaled = dl * Float(low | high << 4)
+                var q = (byte(block, nibblesAt + 32 * c + l) >> shift) & 0x0f
+                if let at = fifthBitsAt { q |= ((byte(block, at + l) >> UInt8(j)) & 1) << 4 }
+                let scaled = dl * Float(q)
                 out[32 * j + l] = F(Double(scaled - ml))
             }
         }
