@@ -6,7 +6,7 @@ import GradMapCore
 struct ConvertCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "convert",
-        abstract: "Convert a GGUF file (F32/F16/BF16/Q8_0/Q4_0/Q4_1) into a Hugging Face folder with F32 weights.")
+        abstract: "Convert a GGUF file (llama or qwen2; F32/F16/BF16, Q8_0, Q4_0/Q4_1, Q5_0/Q5_1 or k-quants) into a Hugging Face folder with F32 weights.")
 
     @Option(name: .long, help: "The .gguf file.")
     var model: String

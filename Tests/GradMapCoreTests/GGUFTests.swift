@@ -1,6 +1,7 @@
-// GGUF: dequantisation against gguf-py, names and q/k order against transformers' GGUF loader, the loss
-// against transformers, metadata of every type, tokenizer.json from metadata, the convert command, and bad
-// files (each a one-line .badInput naming the file). Fixtures: scripts/make_gguf_fixtures.py.
+// GGUF: dequantisation against gguf-py (every supported type, k-quants included), names and q/k order against
+// transformers' GGUF loader (llama and qwen2), the loss against transformers, metadata of every type,
+// tokenizer.json from metadata, the convert command, and bad files (each a one-line .badInput naming the file).
+// Fixtures: scripts/make_gguf_fixtures.py (llama, tokenizers) and scripts/make_kquant_fixtures.py (k-quants, qwen2).
 import Foundation
 import XCTest
 
@@ -8,7 +9,9 @@ import XCTest
 
 enum GGUFFixtures {
     static let dir = Fixtures.root + "/gguf"
-    static let models = ["llama_mixed", "llama_tied_v2"]
+    static let models = ["llama_mixed", "llama_tied_v2", "qwen2_tied", "qwen2_untied"]
+    /// Models without output.weight (lm_head tied to the embedding).
+    static let tied: Set<String> = ["llama_tied_v2", "qwen2_tied"]
     static func path(_ name: String) -> String { dir + "/" + name + ".gguf" }
 
     static func reference(_ name: String) throws -> Fixtures.Reference {
@@ -170,6 +173,72 @@ final class GGUFTests: XCTestCase {
                 XCTAssertTrue(zip(wide, expected).allSatisfy { $0 == Double($1) }, "\(name) \(t) as Double")
             }
         }
+    }
+
+    /// Raw Q5_0, Q5_1 and k-quant blocks (random bytes with finite scales, all-0x00, all-0xFF with the largest
+    /// and the smallest f16 scales; tensors of several blocks and rows) decode bit for bit as gguf-py's
+    /// `dequantize` (Q8_K, which gguf-py lacks, as ggml's f32 d · q), as Float and as Double.
+    func testKQuantBlocksMatchGGUFPyBitForBit() throws {
+        let f = try GGUFFile(path: GGUFFixtures.dir + "/kquants.gguf")
+        let expected = try SafeTensorsFile(path: GGUFFixtures.dir + "/kquants.expected.safetensors")
+        let ref = Fixtures.Reference(windows: 0, seqLen: 0, loss: 0, file: expected)
+        XCTAssertEqual(Set(f.tensorList.map(\.type.name)), ["Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_K"])
+        XCTAssertEqual(Set(f.tensors.keys), Set(expected.tensors.keys))
+        for t in f.tensorList {
+            XCTAssertTrue(t.type.canDequantize, t.name)
+            XCTAssertEqual(t.shape, expected.tensors[t.name]!.shape, t.name)
+            let want = ref.tensor(t.name)
+            var got = [Float](repeating: .nan, count: t.count)
+            got.withUnsafeMutableBufferPointer { dequantize(f.data(t), type: t.type, count: t.count, into: $0.baseAddress!) }
+            let same = zip(got, want).filter { $0.bitPattern == $1.bitPattern }.count
+            XCTAssertEqual(same, t.count, "\(t.name): \(t.count - same) values differ, max |diff| \(maxAbsDiff(got, want))")
+            var wide = [Double](repeating: .nan, count: t.count)
+            wide.withUnsafeMutableBufferPointer { dequantize(f.data(t), type: t.type, count: t.count, into: $0.baseAddress!) }
+            XCTAssertTrue(zip(wide, want).allSatisfy { $0 == Double($1) }, "\(t.name) as Double")
+            // The all-zero block decodes to zeros; the others are not all zero (the test could not pass by accident).
+            XCTAssertEqual(want.allSatisfy { $0 == 0 }, t.name.hasSuffix(".zeros"), t.name)
+        }
+        // A k-quant tensor cut short: one line naming it, its type and the bytes it needs.
+        let bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: f.path)))
+        let last = f.tensorList.max { $0.offset < $1.offset }!
+        let dir = temporaryDirectory("gguf")
+        FileManager.default.createFile(atPath: dir + "/short.gguf", contents: Data(bytes[0..<(f.dataStart + last.offset + last.byteCount - 1)]))
+        expectBadInput(["short.gguf", "tensor \(last.name)", "out of range", "\(last.type.name) dims"]) { _ = try GGUFFile(path: dir + "/short.gguf") }
+        let cli = try runProcess(binaryPath, ["inspect", "--model", dir + "/short.gguf"])
+        XCTAssertEqual(cli.status, 2, cli.stderr)
+        XCTAssertEqual(cli.stderr.split(separator: "\n").count, 1, cli.stderr)
+        XCTAssertTrue(cli.stderr.contains("tensor \(last.name)"), cli.stderr)
+    }
+
+    /// qwen2: q/k/v biases, rope base from qwen2.rope.freq_base, no o_proj bias, tied or separate output.
+    func testQwen2ConfigAndNames() throws {
+        for name in ["qwen2_tied", "qwen2_untied"] {
+            let m = try GGUFModel(path: GGUFFixtures.path(name))
+            let c = m.config
+            XCTAssertEqual(c.modelType, "qwen2", name)
+            XCTAssertEqual([c.layers, c.hidden, c.intermediate, c.heads, c.kvHeads, c.headDim, c.vocabSize], [3, 32, 64, 4, 2, 8, 96], name)
+            XCTAssertTrue(c.qkvBias, name)
+            XCTAssertFalse(c.attentionOutputBias, name)
+            XCTAssertEqual(c.rope.theta, 1_000_000, name)
+            XCTAssertEqual(c.rmsEps, 1e-6, name)
+            XCTAssertEqual(c.tieEmbeddings, name == "qwen2_tied", name)
+            XCTAssertEqual(c.raw["architectures"] as? [String], ["Qwen2ForCausalLM"], name)
+            XCTAssertNil(c.raw["attention_bias"], name)
+            XCTAssertEqual(m.hfToGGUF["model.layers.2.self_attn.k_proj.bias"], "blk.2.attn_k.bias", name)
+            XCTAssertNil(m.permutedHeads("model.layers.0.self_attn.q_proj.weight"), name)
+        }
+        let types = try GGUFModel(path: GGUFFixtures.path("qwen2_untied"))
+        XCTAssertEqual(Set(try types.tensorNames.map { try types.tensorInfo($0).dtype }), ["F32", "F16", "Q8_0", "Q4_0", "Q5_0", "Q5_1"])
+        XCTAssertNotNil(try GGUFModel(path: GGUFFixtures.path("llama_mixed")).permutedHeads("model.layers.0.self_attn.q_proj.weight"))
+        // A qwen2 file without its q bias: the loader names the missing tensor.
+        let f = try GGUFFile(path: GGUFFixtures.path("qwen2_tied"))
+        let kept = f.tensorList.filter { $0.name != "blk.1.attn_q.bias" }.map { t in
+            GGUFTestWriter.Tensor(name: t.name, dims: t.dims, type: t.type.id, bytes: [UInt8](UnsafeRawBufferPointer(start: f.data(t), count: t.byteCount)))
+        }
+        let dir = temporaryDirectory("gguf")
+        let pairs = f.metadataKeys.map { ($0, f.metadata[$0]!) }
+        FileManager.default.createFile(atPath: dir + "/nobias.gguf", contents: Data(GGUFTestWriter.encode(metadata: pairs, tensors: kept)))
+        expectBadInput(["nobias.gguf", "missing tensor model.layers.1.self_attn.q_proj.bias"]) { try loadModel(dir + "/nobias.gguf") }
     }
 
     func testStorageTypesAreTheOnesWritten() throws {
@@ -382,11 +451,17 @@ final class GGUFTests: XCTestCase {
 
     func testUnsupportedQuantisationType() throws {
         let dir = temporaryDirectory("gguf")
-        // Q2_K (type 10) has blocks of 256 elements: a hidden size of 256 gives whole blocks.
-        GGUFTestWriter.write(dir + "/q2k.gguf", GGUFTestWriter.tinyModel(hidden: 256, ffn: 256, types: ["blk.0.ffn_up.weight": 10]))
-        let m = try GGUFModel(path: dir + "/q2k.gguf")
-        XCTAssertEqual(try m.tensorInfo("model.layers.0.mlp.up_proj.weight").dtype, "Q2_K")
-        expectBadInput(["q2k.gguf", "blk.0.ffn_up.weight", "ggml type 10 (Q2_K)", "cannot be dequantized"]) { try loadModel(dir + "/q2k.gguf") }
+        // IQ2_XXS (type 16) has blocks of 256 elements: a hidden size of 256 gives whole blocks.
+        GGUFTestWriter.write(dir + "/iq2.gguf", GGUFTestWriter.tinyModel(hidden: 256, ffn: 256, types: ["blk.0.ffn_up.weight": 16]))
+        let m = try GGUFModel(path: dir + "/iq2.gguf")
+        XCTAssertEqual(try m.tensorInfo("model.layers.0.mlp.up_proj.weight").dtype, "IQ2_XXS")
+        expectBadInput(["iq2.gguf", "blk.0.ffn_up.weight", "ggml type 16 (IQ2_XXS)", "cannot be dequantized",
+                        "expected one of F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K"]) {
+            try loadModel(dir + "/iq2.gguf")
+        }
+        // A k-quant model of zeros loads (its rows are whole 256-element blocks).
+        GGUFTestWriter.write(dir + "/q4k.gguf", GGUFTestWriter.tinyModel(hidden: 256, ffn: 256, types: ["blk.0.ffn_up.weight": 12, "blk.0.attn_q.weight": 14]))
+        try loadModel(dir + "/q4k.gguf")
         // A type number ggml does not have.
         var model = GGUFTestWriter.tinyModel()
         model.tensors[0].type = 77
@@ -421,7 +496,7 @@ final class GGUFTests: XCTestCase {
             try loadModel(dir + "/vocab.gguf")
         }
         GGUFTestWriter.write(dir + "/arch.gguf", GGUFTestWriter.tinyModel(metadata: ["general.architecture": .string("gpt2")]))
-        expectBadInput(["arch.gguf", "general.architecture 'gpt2' is not supported; expected llama"]) { try loadModel(dir + "/arch.gguf") }
+        expectBadInput(["arch.gguf", "general.architecture 'gpt2' is not supported; expected llama, qwen2"]) { try loadModel(dir + "/arch.gguf") }
         GGUFTestWriter.write(dir + "/eps.gguf", GGUFTestWriter.tinyModel(metadata: ["llama.attention.layer_norm_rms_epsilon": .string("small")]))
         expectBadInput(["eps.gguf", "llama.attention.layer_norm_rms_epsilon must be a number, got string"]) { try loadModel(dir + "/eps.gguf") }
         GGUFTestWriter.write(dir + "/yarn.gguf", GGUFTestWriter.tinyModel(metadata: ["llama.rope.scaling.type": .string("yarn")]))
@@ -495,12 +570,12 @@ final class GGUFTests: XCTestCase {
             let files = Set(try FileManager.default.contentsOfDirectory(atPath: out))
             XCTAssertEqual(files, ["config.json", "model.safetensors"], name)  // no tokenizer metadata in these fixtures
             let st = try SafeTensorsFile(path: out + "/model.safetensors")
-            XCTAssertEqual(st.tensors["lm_head.weight"] == nil, name == "llama_tied_v2", name)
+            XCTAssertEqual(st.tensors["lm_head.weight"] == nil, GGUFFixtures.tied.contains(name), name)
             XCTAssertTrue(st.tensors.values.allSatisfy { $0.dtype == .f32 })
             let cfg = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/config.json"))) as! [String: Any]
-            XCTAssertEqual(cfg["model_type"] as? String, "llama")
+            XCTAssertEqual(cfg["model_type"] as? String, name.hasPrefix("qwen2") ? "qwen2" : "llama")
             XCTAssertEqual(cfg["torch_dtype"] as? String, "float32")
-            XCTAssertEqual(cfg["tie_word_embeddings"] as? Bool, name == "llama_tied_v2")
+            XCTAssertEqual(cfg["tie_word_embeddings"] as? Bool, GGUFFixtures.tied.contains(name))
             let back = try runProcess(binaryPath, ["eval", "--model", out, "--tokens", tokens, "--seq-len", "\(ref.seqLen)", "--matmul", "f32", "--json"])
             XCTAssertEqual(back.status, 0, back.stderr)
             XCTAssertEqual((try json(back.stdout)["loss"] as! NSNumber).doubleValue, ggufLoss, accuracy: 1e-9, name)

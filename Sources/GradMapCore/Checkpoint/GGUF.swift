@@ -1,7 +1,8 @@
 // GGUF (llama.cpp's single-file format), memory-mapped: header, typed metadata, tensor infos and the aligned
 // data section are validated up front, so that loading a tensor is pointer arithmetic plus dequantisation.
-// GGUFModel presents a llama GGUF as a Hugging Face checkpoint: HF tensor names, the q/k rows put back in HF
-// order (llama.cpp permutes them for its interleaved RoPE) and a ModelConfig built from the metadata.
+// GGUFModel presents a llama or qwen2 GGUF as a Hugging Face checkpoint: HF tensor names, a llama file's q/k rows
+// put back in HF order (llama.cpp permutes them for its interleaved RoPE; qwen2 uses NEOX RoPE, HF's own
+// rotate-half order, so its rows are stored as HF has them) and a ModelConfig built from the metadata.
 import Foundation
 
 /// One metadata value, with its GGUF type kept (a round trip or a strict check may care).
@@ -82,7 +83,7 @@ public struct GGMLType: Sendable, Equatable {
     public let blockBytes: Int
 
     /// Every type llama.cpp's gguf-py lists, so that a file of any of them is validated (ranges, row sizes);
-    /// only F32, F16, BF16, Q8_0, Q4_0 and Q4_1 can be dequantised.
+    /// the ones in `dequantizable` can be dequantised.
     public static let all: [UInt32: GGMLType] = {
         let table: [(UInt32, String, Int, Int)] = [
             (0, "F32", 1, 4), (1, "F16", 1, 2), (2, "Q4_0", 32, 18), (3, "Q4_1", 32, 20), (6, "Q5_0", 32, 22),
@@ -97,8 +98,12 @@ public struct GGMLType: Sendable, Equatable {
         return Dictionary(uniqueKeysWithValues: table.map { ($0.0, GGMLType(id: $0.0, name: $0.1, blockSize: $0.2, blockBytes: $0.3)) })
     }()
 
-    public static let dequantizable: Set<UInt32> = [0, 1, 30, 8, 2, 3]
+    /// F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 and the k-quants Q2_K to Q8_K, in that order.
+    public static let dequantizableIDs: [UInt32] = [0, 1, 30, 8, 2, 3, 6, 7, 10, 11, 12, 13, 14, 15]
+    public static let dequantizable = Set(dequantizableIDs)
     public var canDequantize: Bool { GGMLType.dequantizable.contains(id) }
+    /// "F32, F16, ..., Q8_K" for error messages.
+    public static var dequantizableNames: String { dequantizableIDs.map { all[$0]!.name }.joined(separator: ", ") }
 }
 
 public struct GGUFTensorInfo: Sendable {
@@ -379,7 +384,10 @@ public final class GGUFFile: @unchecked Sendable {
 
 /// Dequantises `count` elements (whole blocks) of a supported ggml type into dst. Values are computed in Float
 /// exactly as ggml and gguf-py do (d·q, d·(q − 8), d·q + m with d, m widened from f16), then widened to F.
+/// Q5_0, Q5_1 and the k-quants are in GGMLQuants.swift.
 func dequantize<F: Real>(_ src: UnsafeRawPointer, type: GGMLType, count: Int, into dst: UnsafeMutablePointer<F>) {
+    precondition(count % type.blockSize == 0, "dequantize: \(count) elements are not whole \(type.name) blocks")
+    let blocks = count / type.blockSize
     switch type.id {
     case 0: widen(src, dtype: .f32, count: count, into: dst)
     case 1: widen(src, dtype: .f16, count: count, into: dst)
@@ -417,12 +425,20 @@ func dequantize<F: Real>(_ src: UnsafeRawPointer, type: GGMLType, count: Int, in
                 out[j + 16] = F(Double(hi + m))
             }
         }
+    case 6: dequantizeQ5_0(src, blocks: blocks, into: dst)
+    case 7: dequantizeQ5_1(src, blocks: blocks, into: dst)
+    case 10: dequantizeQ2_K(src, blocks: blocks, into: dst)
+    case 11: dequantizeQ3_K(src, blocks: blocks, into: dst)
+    case 12: dequantizeQ4_K(src, blocks: blocks, into: dst)
+    case 13: dequantizeQ5_K(src, blocks: blocks, into: dst)
+    case 14: dequantizeQ6_K(src, blocks: blocks, into: dst)
+    case 15: dequantizeQ8_K(src, blocks: blocks, into: dst)
     default:
         preconditionFailure("dequantize: ggml type \(type.name) is not supported")
     }
 }
 
-/// A llama GGUF as a checkpoint: Hugging Face tensor names and shapes, q/k rows in HF order, and the config.
+/// A llama or qwen2 GGUF as a checkpoint: Hugging Face tensor names and shapes, q/k rows in HF order, and the config.
 public final class GGUFModel: TensorSource, @unchecked Sendable {
     public let file: GGUFFile
     public let config: ModelConfig
@@ -431,7 +447,9 @@ public final class GGUFModel: TensorSource, @unchecked Sendable {
     public let hfToGGUF: [String: String]
     public var path: String { file.path }
 
-    public static let supportedArchitectures = ["llama"]
+    /// general.architecture → the Hugging Face class; only llama's q/k rows are permuted in the file.
+    public static let supportedArchitectures = ["llama", "qwen2"]
+    static let hfArchitecture = ["llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"]
 
     public init(path: String) throws {
         file = try GGUFFile(path: path)
@@ -477,8 +495,11 @@ public final class GGUFModel: TensorSource, @unchecked Sendable {
         return (t.shape, t.type.name)
     }
 
-    /// Heads whose rows llama.cpp permuted (q: attention heads, k: key/value heads), nil for other tensors.
+    /// Heads whose rows llama.cpp permuted (q: attention heads, k: key/value heads), nil for other tensors and
+    /// for qwen2 (convert_hf_to_gguf.py permutes only for llama's interleaved RoPE; transformers' GGUF loader
+    /// likewise un-permutes only llama).
     func permutedHeads(_ name: String) -> Int? {
+        guard config.modelType == "llama" else { return nil }
         if name.hasSuffix("self_attn.q_proj.weight") || name.hasSuffix("self_attn.q_proj.bias") { return config.heads }
         if name.hasSuffix("self_attn.k_proj.weight") || name.hasSuffix("self_attn.k_proj.bias") { return config.kvHeads }
         return nil
@@ -490,7 +511,7 @@ public final class GGUFModel: TensorSource, @unchecked Sendable {
             throw bad("\(path): tensor \(shown(name)) (\(shown(t.name))) has wrong shape; expected \(shape), got \(t.shape)")
         }
         guard t.type.canDequantize else {
-            throw bad("\(path): tensor \(shown(t.name)) (\(shown(name))) has ggml type \(t.type.id) (\(t.type.name)), which cannot be dequantized; expected F32, F16, BF16, Q8_0, Q4_0 or Q4_1")
+            throw bad("\(path): tensor \(shown(t.name)) (\(shown(name))) has ggml type \(t.type.id) (\(t.type.name)), which cannot be dequantized; expected one of \(GGMLType.dequantizableNames)")
         }
         let src = file.data(t)
         if let n = permutedHeads(name) {
@@ -513,7 +534,7 @@ public final class GGUFModel: TensorSource, @unchecked Sendable {
         file.release(t)
     }
 
-    /// The Hugging Face config.json object a llama GGUF stands for, checked against the tensor shapes, and
+    /// The Hugging Face config.json object a llama or qwen2 GGUF stands for, checked against the tensor shapes, and
     /// the ModelConfig parsed from it (so the same validation applies as to a folder's config.json).
     static func buildConfig(_ f: GGUFFile) throws -> ModelConfig {
         let path = f.path
@@ -604,11 +625,12 @@ public final class GGUFModel: TensorSource, @unchecked Sendable {
         }
 
         var hf = HFConfig()
-        hf.modelType = arch; hf.architectures = ["LlamaForCausalLM"]; hf.vocabSize = vocab; hf.hiddenSize = hidden
+        hf.modelType = arch; hf.architectures = [hfArchitecture[arch]!]; hf.vocabSize = vocab; hf.hiddenSize = hidden
         hf.intermediateSize = intermediate; hf.numHiddenLayers = layers; hf.numAttentionHeads = heads
         hf.numKeyValueHeads = kvHeads; hf.headDim = headDim; hf.rmsNormEps = eps; hf.ropeTheta = theta
         hf.ropeScaling = ropeScaling; hf.hiddenAct = "silu"
-        hf.attentionBias = f.tensors["blk.0.attn_q.bias"] != nil; hf.mlpBias = f.tensors["blk.0.ffn_gate.bias"] != nil
+        // qwen2 always has q/k/v biases and no output bias (ModelConfig knows): its config has no attention_bias.
+        hf.attentionBias = arch == "qwen2" ? nil : f.tensors["blk.0.attn_q.bias"] != nil; hf.mlpBias = f.tensors["blk.0.ffn_gate.bias"] != nil
         hf.maxPositionEmbeddings = try f.int(arch + ".context_length") ?? 2048
         hf.tieWordEmbeddings = f.tensors["output.weight"] == nil; hf.initializerRange = 0.02
         hf.useCache = true; hf.torchDtype = "float32"; hf.dtype = "float32"
