@@ -5,6 +5,7 @@ import GradMapCore
 
 extension Metric: ExpressibleByArgument {}
 extension GradientNorm: ExpressibleByArgument {}
+extension GGUFDownStorage: ExpressibleByArgument {}
 
 /// Inputs shared by prune and score: model, calibration data, metric.
 struct ScoringInputs: ParsableArguments {
@@ -137,15 +138,17 @@ struct PruneCommand: ParsableCommand {
     var remove: Int?
     @Option(name: .long, help: "Remove exactly these layers (comma-separated original indices), without scoring.")
     var layers: String?
-    @Option(name: .long, help: "Output folder (a Hugging Face checkpoint).")
+    @Option(name: .long, help: "Output folder (a Hugging Face checkpoint), or FILE.gguf from a GGUF --model.")
     var out: String
+    @Option(name: .long, help: "GGUF out: the compensated ffn_down as f16 or re-quantised to its source type.")
+    var ggufDown: GGUFDownStorage = .source
     @Flag(inversion: .prefixedNo, help: "Fit and fold the projection compensation.")
     var compensate = true
     @Option(name: .long, help: "auto | shift | LAYER (original index).")
     var compensateAt: String = "auto"
     @Option(name: .long, help: "Ridge factor α: λ = α·tr(Σzzᵀ)/H.")
     var ridge: Double = 1e-2
-    @Flag(name: .long, help: "Replace an existing --out folder.")
+    @Flag(name: .long, help: "Replace an existing --out folder or file.")
     var force = false
     @Flag(name: .long, help: "Print one JSON object on stdout (last).")
     var json = false
@@ -194,7 +197,7 @@ struct PruneCommand: ParsableCommand {
         options.compensateAt = try target()
         options.ridge = ridge
         try Pruner.validate(options, layers: ckpt.config.layers)
-        try PrunedWriter.checkDestination(out, force: force)
+        try PrunedOutput(out).check(force: force, source: ckpt, down: ggufDown, compensating: options.compensateAt != nil)
         let (data, calib) = try scoring.calibration(ckpt)
         let validation = options.compensateAt == .auto ? try inputs.validation(data, calib: calib) : []
         let heldOut = try inputs.evaluation(ckpt)
@@ -243,7 +246,7 @@ struct PruneCommand: ParsableCommand {
                     guard pruner.kept.contains(j) else { throw GradMapError.badInput("--compensate-at \(j): layer \(j) was removed") }
                 }
             }
-            comp = try pruner.compensate(target: target, storage: outputDType(ckpt))
+            comp = try pruner.compensate(target: target, storage: PrunedOutput(out).storage(folder: outputDType(ckpt), down: ggufDown))
             if let j = comp?.layer {
                 compensated = try pruner.loss()
                 log(String(format: "compensated at layer %d: loss %.6f (ppl %.3f)", j, compensated!, exp(compensated!)))
@@ -259,7 +262,6 @@ struct PruneCommand: ParsableCommand {
             calibLossPruned: pruned, calibLossCompensated: compensated, scoringSeconds: scoringSeconds,
             compensationSeconds: compensating, writingSeconds: 0)
         let t2 = DispatchTime.now()
-        let writer = PrunedWriter(pipeline: pipeline, source: ckpt, kept: pruner.kept, dtype: outputDType(ckpt))
         var extra: [String: Data] = [:]
         if world.rank == 0 {
             var rep = report(result, calib: calib, validation: validation, ranks: ranks, total: elapsed(since: started))
@@ -271,7 +273,8 @@ struct PruneCommand: ParsableCommand {
             let title = "\(scoring.metric.rawValue): \(decisions.count) of \(ckpt.config.layers) layers removed from \(URL(fileURLWithPath: ckpt.path).lastPathComponent)"
             extra["pruning_report.svg"] = Data(ScoreChart.svg(result, layers: ckpt.config.layers, title: title).utf8)
         }
-        try writer.write(to: out, force: force, extraFiles: extra)
+        try PrunedOutput(out).write(pipeline: pipeline, source: ckpt, kept: pruner.kept, dtype: outputDType(ckpt), compensated: comp?.layer,
+                                    down: ggufDown, force: force, extraFiles: extra)
         result.writingSeconds = elapsed(since: t2)
         log(String(format: "wrote %@ (%.1f s in all)", out, elapsed(since: started)))
         if world.rank == 0 && json {
