@@ -60,17 +60,7 @@ def write_model(out):
     w = base.hf_weights(s, rng)
     path = os.path.join(out, "llama_prune.gguf")
     writer = GGUFWriter(path, arch="llama")
-    writer.add_custom_alignment(s["alignment"])
-    writer.add_name("llama_prune")
-    writer.add_block_count(s["layers"])
-    writer.add_context_length(64)
-    writer.add_embedding_length(s["hidden"])
-    writer.add_feed_forward_length(s["ffn"])
-    writer.add_head_count(s["heads"])
-    writer.add_head_count_kv(s["kv"])
-    writer.add_rope_freq_base(s["theta"])
-    writer.add_layer_norm_rms_eps(s["eps"])
-    writer.add_rope_dimension_count(s["hidden"] // s["heads"])
+    base.add_model_metadata(writer, "llama_prune", s)
     writer.add_key_value("llama.test.per_layer", [10, 11, 12, 13], V.ARRAY, sub_type=V.UINT32)
     writer.add_key_value("llama.test.three", [1.5, 2.5, 3.5], V.ARRAY, sub_type=V.FLOAT32)
     writer.add_key_value("test.per_layer_elsewhere", ["a", "b", "c", "d"], V.ARRAY, sub_type=V.STRING)
@@ -112,6 +102,9 @@ def main():
     out = os.path.abspath(ap.parse_args().out)
     write_model(out)
     write_q4_1(out)
+    total = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out) if f.split(".")[0] in ("llama_prune", "q4_1"))
+    print(f"total {total} bytes")
+    assert total < 200_000, "these fixtures must stay under 200 KB"
 
 
 if __name__ == "__main__":

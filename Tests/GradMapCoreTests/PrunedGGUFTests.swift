@@ -145,9 +145,12 @@ final class PrunedGGUFTests: XCTestCase {
         XCTAssertTrue(e.stderr.contains("already exists"), e.stderr)
         XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: dir + "/e.gguf")), Data("old".utf8))
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir).sorted(), ["d.gguf", "e.gguf"], "nothing written")
-        // --force replaces it.
+        // --force replaces it; a partial file a SIGKILLed writer left is removed first.
+        let stale = PartialFolder.path(for: dir + "/e.gguf")
+        XCTAssertTrue(FileManager.default.createFile(atPath: stale, contents: Data(count: 100)))
         let forced = try prune(dir + "/e.gguf", down: "f16", extra: ["--force"])
         XCTAssertEqual(forced.status, 0, forced.stderr)
         XCTAssertEqual(try GGUFFile(path: dir + "/e.gguf").int("llama.block_count"), 3)
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir).sorted(), ["d.gguf", "e.gguf"], "\(stale) removed")
     }
 }
