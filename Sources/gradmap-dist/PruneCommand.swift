@@ -141,7 +141,7 @@ struct PruneCommand: ParsableCommand {
     @Option(name: .long, help: "Output folder (a Hugging Face checkpoint), or FILE.gguf from a GGUF --model.")
     var out: String
     @Option(name: .long, help: "GGUF out: the compensated ffn_down as f16 or re-quantised to its source type.")
-    var ggufDown: GGUFDownStorage = .source
+    var ggufDown: GGUFDownStorage = .f16
     @Flag(inversion: .prefixedNo, help: "Fit and fold the projection compensation.")
     var compensate = true
     @Option(name: .long, help: "auto | shift | LAYER (original index).")

@@ -8,9 +8,11 @@
 // `.NAME.partial` beside NAME and renamed (PartialFolder), so a failed run leaves nothing half-written.
 import Foundation
 
-/// How the compensated ffn_down is stored in a pruned GGUF.
+/// How the compensated ffn_down is stored in a pruned GGUF. On SmolLM2-135M Q4_1 (K = 8, docs/data.md) F16 keeps
+/// all of the compensation's gain (held-out perplexity 58.31) for 1.2 MB more, re-quantising keeps 99 % of it
+/// (58.45) at the source's size: F16 is the default.
 public enum GGUFDownStorage: String, CaseIterable, Sendable {
-    /// F16: the folded values rounded once.
+    /// F16: the folded values rounded once, as the model in memory holds them.
     case f16
     /// The source tensor's own ggml type (Q4_1 re-quantised, F32/F16/BF16 rounded), the file's size kept.
     case source
