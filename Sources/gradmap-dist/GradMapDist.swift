@@ -73,7 +73,7 @@ struct GradMapDist: ParsableCommand {
     static let flagOfParameter = [
         "seqLen": "--seq-len", "remove": "--remove", "layers": "--layers", "protectFirst": "--protect-first",
         "protectLast": "--protect-last", "verifyTop": "--verify-top", "microBatch": "--micro-batch",
-        "compensateAt": "--compensate-at", "ridge": "--ridge", "stages": "--stages", "out": "--out",
+        "compensateAt": "--compensate-at", "ridge": "--ridge", "stages": "--stages", "out": "--out", "ggufDown": "--gguf-down",
     ]
 
     /// The line for an error, engine parameters named by their flags.

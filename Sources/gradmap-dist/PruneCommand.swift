@@ -131,7 +131,7 @@ struct PruneInputs: ParsableArguments {
 
 struct PruneCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "prune", abstract: "Remove K decoder layers, optionally compensate, write a Hugging Face checkpoint.")
+        commandName: "prune", abstract: "Remove K decoder layers, optionally compensate, write a Hugging Face checkpoint or a GGUF.")
 
     @OptionGroup var inputs: PruneInputs
     @Option(name: .long, help: "Layers to remove (K).")
@@ -140,8 +140,8 @@ struct PruneCommand: ParsableCommand {
     var layers: String?
     @Option(name: .long, help: "Output folder (a Hugging Face checkpoint), or FILE.gguf from a GGUF --model.")
     var out: String
-    @Option(name: .long, help: "GGUF out: the compensated ffn_down as f16 or re-quantised to its source type.")
-    var ggufDown: GGUFDownStorage = .f16
+    @Option(name: .long, help: "GGUF --out: the compensated ffn_down as f16 or re-quantised to its source type (default: f16).")
+    var ggufDown: GGUFDownStorage?
     @Flag(inversion: .prefixedNo, help: "Fit and fold the projection compensation.")
     var compensate = true
     @Option(name: .long, help: "auto | shift | LAYER (original index).")
@@ -246,7 +246,7 @@ struct PruneCommand: ParsableCommand {
                     guard pruner.kept.contains(j) else { throw GradMapError.badInput("--compensate-at \(j): layer \(j) was removed") }
                 }
             }
-            comp = try pruner.compensate(target: target, storage: PrunedOutput(out).storage(folder: outputDType(ckpt), down: ggufDown))
+            comp = try pruner.compensate(target: target, storage: PrunedOutput(out).storage(folder: outputDType(ckpt), down: ggufDown ?? .f16))
             if let j = comp?.layer {
                 compensated = try pruner.loss()
                 log(String(format: "compensated at layer %d: loss %.6f (ppl %.3f)", j, compensated!, exp(compensated!)))
@@ -274,7 +274,7 @@ struct PruneCommand: ParsableCommand {
             extra["pruning_report.svg"] = Data(ScoreChart.svg(result, layers: ckpt.config.layers, title: title).utf8)
         }
         try PrunedOutput(out).write(pipeline: pipeline, source: ckpt, kept: pruner.kept, dtype: outputDType(ckpt), compensated: comp?.layer,
-                                    down: ggufDown, force: force, extraFiles: extra)
+                                    down: ggufDown ?? .f16, force: force, extraFiles: extra)
         result.writingSeconds = elapsed(since: t2)
         log(String(format: "wrote %@ (%.1f s in all)", out, elapsed(since: started)))
         if world.rank == 0 && json {

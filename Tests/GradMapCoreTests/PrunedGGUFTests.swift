@@ -134,6 +134,18 @@ final class PrunedGGUFTests: XCTestCase {
         XCTAssertEqual(r.status, 2, r.stderr)
         XCTAssertTrue(r.stderr.contains("--out") && r.stderr.contains("needs a GGUF --model"), r.stderr)
         XCTAssertEqual(r.stderr.split(separator: "\n").count, 1, r.stderr)
+        // --gguf-down for a folder --out.
+        let g = try runProcess(binaryPath, ["prune", "--model", source, "--tokens", tokens, "--seq-len", "16", "--calib-windows", "2",
+                                            "--layers", "1", "--gguf-down", "source", "--out", dir + "/folder"])
+        XCTAssertEqual(g.status, 2, g.stderr)
+        XCTAssertTrue(g.stderr.contains("--gguf-down source: applies to a .gguf --out only"), g.stderr)
+        // --gguf-down source from a GGUF whose ffn_down it cannot re-quantise (llama_mixed: Q4_0 in layer 0).
+        let mixed = GGUFFixtures.path("llama_mixed")
+        let q = try runProcess(binaryPath, ["prune", "--model", mixed, "--tokens", GGUFFixtures.dir + "/llama_mixed.tokens.bin",
+                                            "--seq-len", "16", "--calib-windows", "2", "--layers", "1", "--compensate-at", "0",
+                                            "--gguf-down", "source", "--out", dir + "/q.gguf"])
+        XCTAssertEqual(q.status, 2, q.stderr)
+        XCTAssertTrue(q.stderr.contains("tensor blk.0.ffn_down.weight has ggml type Q4_0, which --gguf-down source cannot re-quantise"), q.stderr)
         // A folder named *.gguf, and an existing file without --force.
         try FileManager.default.createDirectory(atPath: dir + "/d.gguf", withIntermediateDirectories: false)
         let d = try prune(dir + "/d.gguf", down: "f16")

@@ -15,16 +15,19 @@ public enum PrunedOutput: Sendable {
     }
 
     /// Refuses, before any work: a GGUF out from a source that is not a GGUF (or whose ffn_down cannot be written
-    /// back as asked), an --out of the other kind (file/folder), an existing one without --force, a missing
-    /// parent; and removes a partial an earlier, SIGKILLed run left.
-    public func check(force: Bool, source: Checkpoint, down: GGUFDownStorage, compensating: Bool) throws {
+    /// back as asked), a storage given for a folder, an --out of the other kind (file/folder), an existing one
+    /// without --force, a missing parent; and removes a partial an earlier, SIGKILLed run left.
+    public func check(force: Bool, source: Checkpoint, down: GGUFDownStorage?, compensating: Bool) throws {
         let out = path
         var isDir: ObjCBool = false
-        if case .gguf = self {
+        switch self {
+        case .gguf:
             guard let gguf = source.gguf else {
                 throw bad("out", out, "writes a GGUF, which needs a GGUF --model; \(source.path) is a Hugging Face folder (give a folder --out)")
             }
-            try PrunedGGUFWriter.checkSource(gguf, down: down, compensating: compensating)
+            try PrunedGGUFWriter.checkSource(gguf, down: down ?? .f16, compensating: compensating)
+        case .folder:
+            if let down { throw bad("ggufDown", down.rawValue, "applies to a .gguf --out only; \(out) is a folder") }
         }
         if FileManager.default.fileExists(atPath: out, isDirectory: &isDir) {
             switch self {
