@@ -3,7 +3,9 @@
 // <arch>.block_count and the per-layer metadata arrays (keys under <arch>. whose length is the block count) cut to
 // the kept layers, every other key and the tokenizer written back with its type and value, data offsets aligned to
 // general.alignment. The one tensor that changed, the compensated layer's ffn_down, is written from the pipeline's
-// values, as F16 or re-quantised to its source type (GGUFDownStorage). Rank 0 writes the file, reading the raw
+// values, as F16 or re-quantised to its source type (GGUFDownStorage); ffn_down is not among the q/k rows llama.cpp
+// permutes, so no float tensor needs that permutation put back. Per-layer arrays are only those under <arch>.: a
+// tokenizer or general.* array may have the block count's length by chance. Rank 0 writes the file, reading the raw
 // bytes from the source itself; only the rank holding the compensated layer sends it its values. Built as
 // `.NAME.partial` beside NAME and renamed (PartialFolder), so a failed run leaves nothing half-written.
 import Foundation
