@@ -172,11 +172,8 @@ def write_metadata_types(out):
     w.close()
 
 
-def write_model(name, s, out):
-    rng = np.random.default_rng(s["seed"])
-    w = hf_weights(s, rng)
-    path = os.path.join(out, name + ".gguf")
-    writer = GGUFWriter(path, arch="llama")
+def add_model_metadata(writer, name, s):
+    """general.alignment (when given), general.name and the llama.* keys of spec s (vocab size aside)."""
     if s["alignment"]:
         writer.add_custom_alignment(s["alignment"])
     writer.add_name(name)
@@ -189,6 +186,14 @@ def write_model(name, s, out):
     writer.add_rope_freq_base(s["theta"])
     writer.add_layer_norm_rms_eps(s["eps"])
     writer.add_rope_dimension_count(s["hidden"] // s["heads"])
+
+
+def write_model(name, s, out):
+    rng = np.random.default_rng(s["seed"])
+    w = hf_weights(s, rng)
+    path = os.path.join(out, name + ".gguf")
+    writer = GGUFWriter(path, arch="llama")
+    add_model_metadata(writer, name, s)
     writer.add_vocab_size(s["vocab"])
     tensors = gguf_tensors(s, w)
     for gname, _, qtype, values in tensors:
@@ -358,7 +363,9 @@ def main():
     write_metadata_types(out)
     write_tokenizer_gpt2(out)
     write_tokenizer_llama(out)
-    total = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out))
+    # This script's files only (make_gguf_prune_fixtures.py writes into the same folder, with its own budget).
+    stems = tuple(SPECS) + ("metadata_types", "tokenizer_gpt2", "tokenizer_llama")
+    total = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out) if f.split(".")[0] in stems)
     print(f"total {total} bytes in {out}")
     assert total < 500_000, "fixtures must stay under 500 KB"
 

@@ -98,6 +98,7 @@ struct GradMapDist: ParsableCommand {
         case .compensateAt: return "--compensate-at"
         case .ridge: return "--ridge"
         case .out: return "--out"
+        case .ggufDown: return "--gguf-down"
         case .resume: return "--resume"
         case .text: return "--text"
         case .addBOS: return "--add-bos"

@@ -6,6 +6,7 @@ import GradMapCore
 
 extension Metric: ExpressibleByArgument {}
 extension GradientNorm: ExpressibleByArgument {}
+extension GGUFDownStorage: ExpressibleByArgument {}
 
 extension CompensationTarget: ExpressibleByArgument {
     /// auto | shift | LAYER (an original layer index).
@@ -73,7 +74,7 @@ struct ScoringInputs: ParsableArguments {
 
 struct PruneCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "prune", abstract: "Remove K decoder layers, optionally compensate, write a Hugging Face checkpoint.")
+        commandName: "prune", abstract: "Remove K decoder layers, optionally compensate, write a Hugging Face checkpoint or a GGUF.")
 
     @OptionGroup var scoring: ScoringInputs
     @Option(name: .long, help: "Layers to remove (K).")
@@ -100,9 +101,11 @@ struct PruneCommand: ParsableCommand {
     var evalWindows: Int?
     @Flag(name: .long, help: "Do not evaluate the unpruned model (when it is known already).")
     var skipOriginalEval = !defaults.evaluateOriginal
-    @Option(name: .long, help: "Output folder (a Hugging Face checkpoint).")
+    @Option(name: .long, help: "Output folder (a Hugging Face checkpoint), or FILE.gguf from a GGUF --model.")
     var out: String
-    @Flag(name: .long, help: "Replace an existing --out folder.")
+    @Option(name: .long, help: "GGUF --out: the compensated ffn_down as f16 or re-quantised to its source type (default: f16).")
+    var ggufDown: GGUFDownStorage?
+    @Flag(name: .long, help: "Replace an existing --out folder or file.")
     var force = defaults.force
     @Flag(name: .long, help: "Continue a job that stopped (crash, preemption): replay the decisions journaled in .OUT.partial, then go on. The model, windows and options must be the job's; ranks and stages may differ.")
     var resume = defaults.resume
@@ -134,6 +137,7 @@ struct PruneCommand: ParsableCommand {
         c.evalWindows = evalWindows
         c.evaluateOriginal = !skipOriginalEval
         c.out = out
+        c.ggufDown = ggufDown
         c.force = force
         c.resume = resume
         c.command = CommandLine.arguments.joined(separator: " ")

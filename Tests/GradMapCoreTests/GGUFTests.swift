@@ -31,24 +31,6 @@ enum GGUFTestWriter {
         var bytes: [UInt8]? = nil
     }
 
-    static func typeCode(_ v: GGUFValue) -> UInt32 {
-        switch v {
-        case .u8: return 0
-        case .i8: return 1
-        case .u16: return 2
-        case .i16: return 3
-        case .u32: return 4
-        case .i32: return 5
-        case .f32: return 6
-        case .bool: return 7
-        case .string: return 8
-        case .array: return 9
-        case .u64: return 10
-        case .i64: return 11
-        case .f64: return 12
-        }
-    }
-
     static func append<T: FixedWidthInteger>(_ x: T, to out: inout [UInt8]) {
         withUnsafeBytes(of: x.littleEndian) { out.append(contentsOf: $0) }
     }
@@ -58,25 +40,12 @@ enum GGUFTestWriter {
         out.append(contentsOf: Array(s.utf8))
     }
 
+    /// A value as the engine's GGUF writer encodes it (PrunedGGUFWriter; checked against gguf-py by the
+    /// Python tests that read its files).
     static func appendValue(_ v: GGUFValue, to out: inout [UInt8]) {
-        switch v {
-        case .u8(let x): append(x, to: &out)
-        case .i8(let x): append(x, to: &out)
-        case .u16(let x): append(x, to: &out)
-        case .i16(let x): append(x, to: &out)
-        case .u32(let x): append(x, to: &out)
-        case .i32(let x): append(x, to: &out)
-        case .f32(let x): append(x.bitPattern, to: &out)
-        case .bool(let b): out.append(b ? 1 : 0)
-        case .string(let s): append(s, to: &out)
-        case .array(let t, let items):
-            append(t, to: &out)
-            append(UInt64(items.count), to: &out)
-            for i in items { appendValue(i, to: &out) }
-        case .u64(let x): append(x, to: &out)
-        case .i64(let x): append(x, to: &out)
-        case .f64(let x): append(x.bitPattern, to: &out)
-        }
+        var d = Data()
+        v.encode(into: &d)
+        out.append(contentsOf: d)
     }
 
     static func encode(version: UInt32 = 3, metadata: [(String, GGUFValue)], tensors: [Tensor], alignment: Int = 32) -> [UInt8] {
@@ -86,7 +55,7 @@ enum GGUFTestWriter {
         append(UInt64(metadata.count), to: &out)
         for (k, v) in metadata {
             append(k, to: &out)
-            append(typeCode(v), to: &out)
+            append(v.typeID, to: &out)
             appendValue(v, to: &out)
         }
         var offset = 0

@@ -7,11 +7,7 @@ import XCTest
 
 final class PruneCLITests: XCTestCase {
     func json(_ r: ProcessResult) throws -> [String: Any] {
-        let line = r.stdout.split(separator: "\n").last.map(String.init) ?? ""
-        guard let o = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else {
-            throw GradMapError.runtime("no JSON: \(r.stdout) \(r.stderr)")
-        }
-        return o
+        try lastJSON(r)
     }
 
     func prune(_ model: String, _ out: String, _ extra: [String], np: Int = 1) throws -> ProcessResult {

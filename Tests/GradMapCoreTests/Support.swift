@@ -50,6 +50,15 @@ func maxAbsDiff(_ a: [Float], _ b: [Float]) -> Double {
     zip(a, b).reduce(0.0) { max($0, abs(Double($1.0) - Double($1.1))) }
 }
 
+/// The JSON object on the last stdout line of a command run with --json.
+func lastJSON(_ r: ProcessResult) throws -> [String: Any] {
+        let line = r.stdout.split(separator: "\n").last.map(String.init) ?? ""
+        guard let o = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else {
+            throw GradMapError.runtime("no JSON: \(r.stdout) \(r.stderr)")
+        }
+        return o
+}
+
 func temporaryDirectory(_ tag: String) -> String {
     let path = NSTemporaryDirectory() + "gradmap-test-\(tag)-\(UUID().uuidString)"
     try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)

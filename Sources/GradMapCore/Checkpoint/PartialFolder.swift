@@ -1,9 +1,9 @@
-// A folder written atomically, as `convert` and `prune` write checkpoints: built as `.NAME.partial` beside NAME
-// and renamed into place at the end, so a failed run leaves no half-written NAME. Nor the partial folder: a
-// failure removes it, so does SIGTERM/SIGINT (Interrupt, which this type tells what to remove and when), and one
-// left by a SIGKILLed writer is removed when the next build of NAME starts. One file is spared by failures and
-// signals: a pruning job's decision journal (DecisionJournal), the state `prune --resume` continues from; the
-// folder stays with it alone, and it is removed before the rename.
+// A folder (or a single file, as a pruned GGUF) written atomically, as `convert` and `prune` write checkpoints:
+// built as `.NAME.partial` beside NAME and renamed into place at the end, so a failed run leaves no half-written
+// NAME. Nor the partial folder or file: a failure removes it, so does SIGTERM/SIGINT (Interrupt, which this type
+// tells what to remove and when), and one left by a SIGKILLed writer is removed when the next build of NAME
+// starts. One file is spared by failures and signals: a pruning job's decision journal (DecisionJournal), the
+// state `prune --resume` continues from; the folder stays with it alone, and it is removed before the rename.
 import Foundation
 
 /// A file to put into the folder.
@@ -45,6 +45,18 @@ public struct PartialFolder: Sendable {
             guard !FileManager.default.fileExists(atPath: path) else { return }
             do { try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: withParents) }
             catch { throw GradMapError.runtime("\(path): cannot create (\(GradMapError.reason(error)))") }
+        }
+    }
+
+    /// Creates the partial as an empty file instead (a stale one removed first) and opens it for writing; a
+    /// signal from here on removes it. The caller closes the handle before `commit`.
+    public func createFile() throws -> FileHandle {
+        try Interrupt.guarding(path) {
+            try Interrupt.removeTree(path)
+            guard FileManager.default.createFile(atPath: path, contents: nil),
+                  let handle = FileHandle(forWritingAtPath: path)
+            else { throw GradMapError.runtime("\(path): cannot create (\(String(cString: strerror(errno))))") }
+            return handle
         }
     }
 

@@ -39,27 +39,6 @@ public struct PrunedWriter {
         self.values = values
     }
 
-    /// Refuses an out that is a file, or an existing folder without `force` (before any work), and removes
-    /// a temporary folder an earlier, SIGKILLed run left, unless its journal is to be kept (a resumed job).
-    /// Whether a journal was removed.
-    @discardableResult
-    public static func checkDestination(_ out: String, force: Bool, keepJournal: Bool = false) throws -> Bool {
-        var isDir: ObjCBool = false
-        if FileManager.default.fileExists(atPath: out, isDirectory: &isDir) {
-            guard isDir.boolValue else { throw bad(.out, out, "is a file; expected a folder to create") }
-            guard force else { throw bad(.out, out, "already exists; replaced only when forced") }
-        }
-        let parent = URL(fileURLWithPath: out).deletingLastPathComponent().path
-        guard FileManager.default.fileExists(atPath: parent, isDirectory: &isDir), isDir.boolValue else {
-            throw bad(.out, out, "parent folder \(parent) does not exist")
-        }
-        let partial = PartialFolder(out)
-        if keepJournal { return false }
-        let hadJournal = FileManager.default.fileExists(atPath: partial.journal)
-        try partial.removeStale()
-        return hadJournal
-    }
-
     /// New name of an original tensor name, or nil when its layer was removed.
     func renamed(_ name: String) -> String? {
         guard name.hasPrefix("model.layers.") else { return name }

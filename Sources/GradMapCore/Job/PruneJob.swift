@@ -19,8 +19,10 @@ public struct PruneConfig: Sendable {
     public var evalWindows: Int? = nil
     /// Evaluate the unpruned model too (skip it when it is known already).
     public var evaluateOriginal = true
-    /// The pruned checkpoint's folder (run() only).
+    /// The pruned checkpoint's folder, or a .gguf file from a GGUF model (PrunedOutput; run() only).
     public var out: String? = nil
+    /// A GGUF out's compensated ffn_down: F16 or re-quantised to its source type; nil: F16.
+    public var ggufDown: GGUFDownStorage? = nil
     /// Replace an existing `out`.
     public var force = false
     /// Continue a job that stopped: replay the decisions journaled in out's partial folder (DecisionJournal).
@@ -75,7 +77,9 @@ public final class PruneJob {
             try Pruner.validate(config.decisions, layers: ckpt.config.layers)
             var discarded = false
             if let out = config.out {
-                discarded = try PrunedWriter.checkDestination(out, force: config.force, keepJournal: config.resume)
+                discarded = try PrunedOutput(out).check(
+                    force: config.force, source: ckpt, down: config.ggufDown, compensating: config.decisions.compensateAt != nil,
+                    keepJournal: config.resume)
             }
             if config.resume && (config.out == nil || config.decisions.layers != nil) {
                 throw bad(.resume, nil, "only a pruning job that scores its decisions journals them (given layers need none)")
@@ -96,18 +100,16 @@ public final class PruneJob {
     /// The decisions an earlier run journaled (when resuming; checked against this job's fingerprint, one line
     /// for the job if it differs), else a new journal started by rank 0. Only scored decisions are journaled:
     /// given layers cost nothing to take again.
-    func openJournal(_ folder: PartialFolder) throws -> [Decision] {
+    func openJournal(_ output: PrunedOutput) throws -> [Decision] {
         guard config.decisions.layers == nil else { return [] }
         let fingerprint = try DecisionJournal.fingerprint(self)
         return try world.agree {
             if config.resume {
-                return try DecisionJournal.read(folder.journal, expecting: fingerprint, layers: checkpoint.config.layers)
+                return try DecisionJournal.read(output.journal, expecting: fingerprint, layers: checkpoint.config.layers)
             }
             if world.rank == 0 {
-                try namingFile(folder.path, "cannot create") {
-                    try FileManager.default.createDirectory(atPath: folder.path, withIntermediateDirectories: false)
-                }
-                try DecisionJournal.start(folder.journal, fingerprint)
+                try output.prepareJournal()
+                try DecisionJournal.start(output.journal, fingerprint)
             }
             return []
         }
@@ -160,24 +162,26 @@ public final class PruneJob {
             result.heldOut?.perplexities.append((label, exp(r.loss)))
             log(String(format: "held-out perplexity %@: %.3f (%d windows of %d tokens, %.1f s)", label, exp(r.loss), evalList.count, seqLen, elapsed(since: t)))
         }
-        let folder = PartialFolder(out)
+        let output = PrunedOutput(out)
         if discardedJournal {
-            log("note: removed the decision journal an earlier run left in \(folder.path) (--resume continues such a job instead)")
+            log("note: removed the decision journal an earlier run left, \(output.journal) (--resume continues such a job instead)")
         }
-        let journaled = try openJournal(folder)
+        let journaled = try openJournal(output)
         if config.evaluateOriginal { try evaluate("original") }
         result.calibLossOriginal = try pruner.loss()
         log(String(format: "calibration: %d windows of %d tokens; loss %.6f (ppl %.3f) before pruning", calibration.count, seqLen,
                    result.calibLossOriginal, exp(result.calibLossOriginal)))
         let t0 = DispatchTime.now()
         result.decisions = try pruner.decide(resuming: journaled) { d in
-            if self.world.rank == 0 && options.layers == nil { try DecisionJournal.append(folder.journal, d) }
+            if self.world.rank == 0 && options.layers == nil { try DecisionJournal.append(output.journal, d) }
         }
         result.scoringSeconds = elapsed(since: t0)
         result.calibLossPruned = try pruner.loss()
         log(String(format: "pruned: loss %.6f (ppl %.3f)", result.calibLossPruned, exp(result.calibLossPruned)))
         try evaluate("pruned")
-        let storage = PrunedWriter.outputDType(checkpoint)
+        let down = config.ggufDown ?? .f16
+        let dtype = PrunedWriter.outputDType(checkpoint)
+        let storage = output.storage(folder: dtype, down: down)
         let t1 = DispatchTime.now()
         if let target = options.compensateAt {
             // The decisions are the same on every rank, so is this bad input: one line for the job.
@@ -198,10 +202,12 @@ public final class PruneJob {
         result.compensationSeconds = elapsed(since: t1)
         result.ranks = try pruner.pipeline.gatherRankStats()
         let t2 = DispatchTime.now()
-        let writer = PrunedWriter(pipeline: pruner.pipeline, source: checkpoint, kept: pruner.kept, dtype: storage)
         let name = URL(fileURLWithPath: checkpoint.path).lastPathComponent
         let title = "\(result.metric): \(result.decisions.count) of \(checkpoint.config.layers) layers removed from \(name)"
-        try writer.write(to: out, force: config.force) {
+        try output.write(
+            pipeline: pruner.pipeline, source: checkpoint, kept: pruner.kept, dtype: dtype, compensated: result.compensation?.layer,
+            down: down, force: config.force
+        ) {
             // Rank 0, after the tensors: the report holds the time they took.
             result.writingSeconds = elapsed(since: t2)
             result.totalSeconds = elapsed(since: self.started)
@@ -209,6 +215,10 @@ public final class PruneJob {
                 "pruning_report.json": Data(result.json.render(indent: 2).utf8),
                 "pruning_report.svg": Data(ScoreChart.svg(result, layers: self.checkpoint.config.layers, title: title).utf8),
             ]
+        }
+        if case .gguf = output {  // no report in a GGUF: its times are measured here, for --json
+            result.writingSeconds = elapsed(since: t2)
+            result.totalSeconds = elapsed(since: started)
         }
         log(String(format: "wrote %@ (%.1f s in all)", out, elapsed(since: started)))
         return result

@@ -80,5 +80,5 @@ public enum ConfigField: String, Sendable, CaseIterable {
     case model, weights, balance, matmul, activations, stages, ranks
     case calibration, heldOut, seqLen, calibWindows, evalWindows, validationWindows, maxWindows, microBatch
     case remove, layers, metric, protectFirst, protectLast, verifyTop, seed, gradientNorm, compensateAt, ridge
-    case out, resume, text, addBOS, calibTokens, gflops
+    case out, ggufDown, resume, text, addBOS, calibTokens, gflops
 }
