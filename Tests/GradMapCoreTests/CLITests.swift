@@ -148,9 +148,11 @@ final class CLITests: XCTestCase {
     func testREADMESynopsisListsExactlyTheFlagsOfHelp() throws {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         let readme = try String(contentsOf: root.appendingPathComponent("README.md"), encoding: .utf8)
-        // The code block under "## Commands": a line per command, continued by indented lines.
+        // The synopsis: the code block under "## Commands" that starts with a gradmap-dist line (the first
+        // block shows the install step and mpirun), a line per command, continued by indented lines.
         let section = readme.components(separatedBy: "## Commands\n")[1]
-        let block = section.components(separatedBy: "```")[1]
+        let blocks = section.components(separatedBy: "```").enumerated().filter { $0.offset % 2 == 1 }.map(\.element)
+        let block = try XCTUnwrap(blocks.first { $0.hasPrefix("\ngradmap-dist ") }, "README: no synopsis block under ## Commands")
         var synopsis: [String: Set<String>] = [:]
         var current: String? = nil
         for line in block.split(separator: "\n") {

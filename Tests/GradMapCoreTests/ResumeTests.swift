@@ -38,7 +38,7 @@ final class ResumeTests: XCTestCase {
 
     func testKilledJobResumesToTheSameCheckpoint() throws {
         try requireReleaseBinary()
-        let tokens = try RealModelSplitTests.calibrationTokens()
+        let tokens = try calibrationTokens()
         let dir = temporaryDirectory("resume")
         func args(_ out: String, _ extra: [String] = []) -> [String] {
             ["prune", "--model", RealModelTests.gguf, "--tokens", tokens, "--seq-len", "64", "--calib-windows", "4",

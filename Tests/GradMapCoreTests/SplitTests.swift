@@ -103,6 +103,43 @@ extension XCTestCase {
             XCTAssertLessThanOrEqual(maxAbsDiff(u, v), bound * scale, "\(label) \(name)")
         }
     }
+
+    /// The first 20 kB of the calibration articles, tokenised for the real SmolLM2 GGUF (4219 tokens).
+    func calibrationTokens() throws -> String {
+        for path in [RealModelTests.gguf, RealModelTests.calibText] where !FileManager.default.fileExists(atPath: path) {
+            throw MissingPrerequisite(description: "\(path) is missing: run launch/fetch-assets (launch/test does)")
+        }
+        let dir = temporaryDirectory("realsplit")
+        let text = try String(contentsOfFile: RealModelTests.calibText, encoding: .utf8)
+        try String(text.prefix(20_000)).write(toFile: dir + "/calib.txt", atomically: true, encoding: .utf8)
+        let tok = try runProcess(releaseBinaryPath, ["tokenize", "--model", RealModelTests.gguf, "--text", dir + "/calib.txt", "--out", dir + "/calib.bin"])
+        guard tok.status == 0 else { throw GradMapError.runtime(tok.stderr) }
+        return dir + "/calib.bin"
+    }
+
+    /// Asserts a compensated prune (`o`, written to `out`) agrees with the reference run (`ref`, `refOut`):
+    /// the same decisions and compensated layer, losses within `lossBound` relative (the original and pruned
+    /// ones exactly when `exactLosses`), scores within 1e-5 relative, every tensor byte-identical except the
+    /// compensated down_proj, within `tensorBound` of its largest magnitude (the bounds' reasons:
+    /// RealModelSplitTests.testCompensationAcrossSplitsAndThreadCounts).
+    func assertSameCompensated(_ o: [String: Any], _ out: String, _ ref: [String: Any], _ refOut: String, lossBound: Double,
+                               tensorBound: Double, exactLosses: Bool, _ label: String) throws {
+        let layer = (ref["compensation"] as! [String: Any])["layer"] as! Int
+        let renumbered = layer - (ref["removed"] as! [Int]).filter { $0 < layer }.count
+        let compensated: Set<String> = ["model.layers.\(renumbered).mlp.down_proj.weight"]
+        XCTAssertEqual(o["removed"] as! [Int], ref["removed"] as! [Int], label)
+        XCTAssertEqual((o["compensation"] as! [String: Any])["layer"] as? Int, layer, label)
+        // original, pruned, compensated: the first two are forward passes of the same layers.
+        for (i, (x, y)) in zip(losses(o), losses(ref)).enumerated() {
+            guard let x, let y else { XCTFail("\(label): a loss is missing"); continue }
+            if exactLosses && i < 2 { XCTAssertEqual(x, y, "\(label): loss \(i)") }
+            XCTAssertEqual(x, y, accuracy: lossBound * y, "\(label): loss \(i)")
+        }
+        for (x, y) in zip(scores(o).joined(), scores(ref).joined()) where !(x.isNaN && y.isNaN) {
+            XCTAssertEqual(x, y, accuracy: 1e-5 * max(abs(y), 1e-30), "\(label): scores")
+        }
+        try assertSameTensors(out, refOut, bounded: compensated, bound: tensorBound, label)
+    }
 }
 
 final class SplitTests: XCTestCase {
@@ -149,21 +186,9 @@ final class SplitTests: XCTestCase {
 
 /// The real SmolLM2 (GGUF) under every split, every metric: 4 calibration windows of 64 tokens, K = 2.
 final class RealModelSplitTests: XCTestCase {
-    static func calibrationTokens() throws -> String {
-        for path in [RealModelTests.gguf, RealModelTests.calibText] where !FileManager.default.fileExists(atPath: path) {
-            throw MissingPrerequisite(description: "\(path) is missing: run launch/fetch-assets (launch/test does)")
-        }
-        let dir = temporaryDirectory("realsplit")
-        let text = try String(contentsOfFile: RealModelTests.calibText, encoding: .utf8)
-        try String(text.prefix(20_000)).write(toFile: dir + "/calib.txt", atomically: true, encoding: .utf8)
-        let tok = try runProcess(releaseBinaryPath, ["tokenize", "--model", RealModelTests.gguf, "--text", dir + "/calib.txt", "--out", dir + "/calib.bin"])
-        guard tok.status == 0 else { throw GradMapError.runtime(tok.stderr) }
-        return dir + "/calib.bin"
-    }
-
     func testEveryMetricUnderEverySplit() throws {
         try requireReleaseBinary()
-        let tokens = try Self.calibrationTokens()
+        let tokens = try calibrationTokens()
         let settings: [[String]] = [
             ["--metric", "gradmap"], ["--metric", "taylor"], ["--metric", "gate"], ["--metric", "fisher"], ["--metric", "bi"],
             ["--metric", "bi", "--iterative"], ["--metric", "angular"], ["--metric", "sleb"], ["--metric", "random"],
@@ -201,26 +226,12 @@ final class RealModelSplitTests: XCTestCase {
     ///   tensor identical.
     func testCompensationAcrossSplitsAndThreadCounts() throws {
         try requireReleaseBinary()
-        let tokens = try Self.calibrationTokens()
+        let tokens = try calibrationTokens()
         let args = ["--model", RealModelTests.gguf, "--tokens", tokens, "--seq-len", "64", "--calib-windows", "4",
                     "--remove", "2", "--metric", "fisher", "--compensate-at", "shift"]
         let (ref, refOut) = try prune(1, stages: 1, args)
-        let layer = (ref["compensation"] as! [String: Any])["layer"] as! Int
-        let renumbered = layer - (ref["removed"] as! [Int]).filter { $0 < layer }.count
-        let compensated: Set<String> = ["model.layers.\(renumbered).mlp.down_proj.weight"]
         func compare(_ o: [String: Any], _ out: String, lossBound: Double, tensorBound: Double, exactLosses: Bool, _ label: String) throws {
-            XCTAssertEqual(o["removed"] as! [Int], ref["removed"] as! [Int], label)
-            XCTAssertEqual((o["compensation"] as! [String: Any])["layer"] as? Int, layer, label)
-            // original, pruned, compensated: the first two are forward passes of the same layers.
-            for (i, (x, y)) in zip(losses(o), losses(ref)).enumerated() {
-                guard let x, let y else { XCTFail("\(label): a loss is missing"); continue }
-                if exactLosses && i < 2 { XCTAssertEqual(x, y, "\(label): loss \(i)") }
-                XCTAssertEqual(x, y, accuracy: lossBound * y, "\(label): loss \(i)")
-            }
-            for (x, y) in zip(scores(o).joined(), scores(ref).joined()) where !(x.isNaN && y.isNaN) {
-                XCTAssertEqual(x, y, accuracy: 1e-5 * max(abs(y), 1e-30), "\(label): scores")
-            }
-            try assertSameTensors(out, refOut, bounded: compensated, bound: tensorBound, label)
+            try assertSameCompensated(o, out, ref, refOut, lossBound: lossBound, tensorBound: tensorBound, exactLosses: exactLosses, label)
         }
         let (split, splitOut) = try prune(4, stages: 2, args)
         try compare(split, splitOut, lossBound: 1e-9, tensorBound: 1e-6, exactLosses: true, "2 stages x 2 replicas")
