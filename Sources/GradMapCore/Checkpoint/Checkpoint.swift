@@ -53,20 +53,37 @@ public final class Checkpoint: @unchecked Sendable {
 
     public convenience init(directory: String) throws { try self.init(path: directory) }
 
+    /// Tensors the model has asked for so far, by shape or by loading: the loader's own record of what is
+    /// used, so that whatever the file holds beyond it is reported as unexpected.
+    private var claimed = Set<String>()
+    private let claimLock = NSLock()
+
+    private func claim(_ names: some Sequence<String>) {
+        claimLock.lock()
+        defer { claimLock.unlock() }
+        claimed.formUnion(names)
+    }
+
     public func load<F: Real>(_ name: String, shape: [Int], into dst: UnsafeMutablePointer<F>) throws {
+        claim([name])
         try source.load(name, shape: shape, into: dst)
     }
 
-    /// Names in the checkpoint that a model with these parameter names would not use.
-    public func unexpectedTensors(expected: Set<String>) -> [String] {
-        source.tensorNames.filter { name in
-            !expected.contains(name) && !Checkpoint.ignoredTensorSuffixes.contains { name.hasSuffix($0) }
+    /// Names in the checkpoint that no load or shape check has asked for (ignored suffixes aside).
+    public func unclaimedTensors() -> [String] {
+        claimLock.lock()
+        defer { claimLock.unlock() }
+        return source.tensorNames.filter { name in
+            !claimed.contains(name) && !Checkpoint.ignoredTensorSuffixes.contains { name.hasSuffix($0) }
         }.sorted()
     }
 
-    /// Throws when the checkpoint holds tensors this config's model would not use.
+    /// Claims the whole model's tensor names (a rank loads only its part, and reads only the shards that hold
+    /// it, but the file is the whole model's), then refuses the checkpoint if it holds tensors the model did not
+    /// ask for.
     public func checkNoUnexpectedTensors() throws {
-        let unexpected = unexpectedTensors(expected: ParamLayout.allNames(config))
+        claim(ParamLayout.allNames(config))
+        let unexpected = unclaimedTensors()
         if let first = unexpected.first {
             throw bad("\(source.file(holding: first)): unexpected tensor \(shown(first)) (\(unexpected.count) not used by a \(config.modelType) model of this config)")
         }
@@ -76,6 +93,7 @@ public final class Checkpoint: @unchecked Sendable {
     /// anything is allocated for them: a config.json that claims widths its tensors do not have is bad input
     /// naming the file, not an allocation of the claimed size.
     public func checkShapes(_ specs: [ParamSpec]) throws {
+        claim(specs.map(\.name))
         for s in specs {
             let have = try source.tensorInfo(s.name).shape
             guard have == s.shape else {

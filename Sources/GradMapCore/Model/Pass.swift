@@ -23,7 +23,7 @@ public struct Pass: Sendable, Equatable {
     /// Arithmetic of the linear and lm_head products (attention and everything else stay FP32).
     public var precision: MatmulPrecision
 
-    public init(layers: some Sequence<Int>, gradients: Gradients = .none, precision: MatmulPrecision = .f32) {
+    public init(layers: some Sequence<Int>, gradients: Gradients, precision: MatmulPrecision) {
         self.layers = layers.sorted()
         self.gradients = gradients
         self.precision = precision

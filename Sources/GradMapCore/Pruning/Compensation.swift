@@ -43,6 +43,9 @@ extension Pruner {
 /// The compensation of one pruned model: it compares the pruned model (the kept layers) with the original
 /// (every layer), both named by their passes, and folds P into the chosen layer's down_proj in place.
 public struct Compensation {
+    /// The relative validation-loss gain an auto candidate must exceed to be applied (1e-6: far above the
+    /// ~1e-8 a no-op fold moves the loss by rounding, far below any compensation worth having).
+    static let minimumGain = 1e-6
     public typealias F = Float
     let pipeline: Pipeline<F>
     let data: TokenWindows
@@ -312,9 +315,11 @@ public struct Compensation {
                 let r = results[k]
                 results[k] = CompensationCandidate(layer: r.layer, alpha: r.alpha, lambda: r.lambda, validationLoss: v, reconBefore: r.reconBefore, reconAfter: r.reconAfter)
             }
-            // Every rank computed the same losses; pick the lowest, or none when nothing beats the baseline.
+            // Every rank computed the same losses; pick the lowest, or none when nothing beats the baseline by
+            // more than float32 rounding: a near-identity P (no shift to undo) moves the loss by ~1e-8 relative
+            // either way, and folding it would change the tensors for nothing.
             let best = results.indices.min { (results[$0].validationLoss!, $0) < (results[$1].validationLoss!, $1) }!
-            chosen = results[best].validationLoss! < baseline! ? best : nil
+            chosen = results[best].validationLoss! < baseline! * (1 - Compensation.minimumGain) ? best : nil
         }
         if let k = chosen { try fold(solutions[k], layer: results[k].layer, storage: storage) }
         let pick = chosen.map { results[$0] }
