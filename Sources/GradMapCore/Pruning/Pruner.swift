@@ -144,13 +144,16 @@ public final class Pruner: @unchecked Sendable {
             if options.layers == nil && options.metric == .random { _ = try score(.random) }
             progress?(String(format: "decision %d/%d: removed layer %d (score %.6g), from the journal", d.step, total, d.removed, d.score))
         }
+        // When the scores are known (after a one-shot metric's single pass): what is left per decision is only
+        // its own work (a verification sweep, or nothing), so the estimate counts from here.
+        var scoredAt = 0.0
         func record(_ layer: Int, _ score: Double, _ scores: [Double], _ verified: [(Int, Double)], _ t0: Double) throws {
             let d = Decision(step: decisions.count + 1, removed: layer, score: score, scores: scores, verified: verified, seconds: elapsed() - t0)
             decisions.append(d)
             remove(layer)
             try completed?(d)
             let taken = d.step - done.count, now = elapsed()
-            let left = now / Double(taken) * Double(total - d.step)
+            let left = (now - scoredAt) / Double(taken) * Double(total - d.step)
             progress?(String(format: "decision %d/%d: removed layer %d (score %.6g)  elapsed %.1f s, ~%.0f s left",
                              d.step, total, layer, score, now, left))
         }
@@ -163,6 +166,7 @@ public final class Pruner: @unchecked Sendable {
         // then), so a resumed job reads them from the journal instead of scoring again.
         let t0 = elapsed()
         let original = oneShot ? try done.first?.scores ?? score(options.metric) : []
+        if oneShot { scoredAt = elapsed() }
         switch options.metric {
         case .angular:
             guard let startLayer = argmin(original, among: Array(0..<config.layers)) else {
