@@ -26,6 +26,20 @@ public struct RankMemory: Sendable {
     /// The peak of a forward-only job on this placement (eval; prune with bi, angular, sleb or --layers): no
     /// gradients, no all-reduce, one micro-batch slot of activations without what the backward keeps.
     public let forwardPeakBytes: Int
+    /// What prune's compensation (Pruning/Compensation.swift) adds per candidate layer, on every rank: the
+    /// H×H sums Σ (y-u)zᵀ and Σ zzᵀ in Float64. --compensate-at auto has up to 3 + K candidate layers (the 3
+    /// largest shifts and the layer after each run of removed ones), a given layer 1; --no-compensate none.
+    public let compensationBytesPerCandidate: Int
+    /// Rank 0 solves and keeps every (layer, ridge) solution P, H×H Float64 (auto: 3 ridges per layer).
+    public let compensationBytesPerSolution: Int
+    /// Once per rank: a micro-batch of residuals and MLP outputs in Float64 and of y, the folded down_proj
+    /// with its saved copy (2·H·I floats) and P as floats; on rank 0 also the solver's two H×H Float64 copies.
+    public let compensationBaseBytes: Int
+    public func compensationBytes(candidates: Int, solutions: Int) -> Int {
+        guard candidates > 0 else { return 0 }
+        return compensationBaseBytes + candidates * compensationBytesPerCandidate
+            + (placement.rank == 0 ? solutions * compensationBytesPerSolution : 0)
+    }
     /// FLOPs of this rank's layers per token: forward (matrix products, attention with its full T×T square,
     /// lm_head) and forward + backward (backward ≈ 2× forward, plus recomputing the attention scores).
     public let forwardFlopsPerToken: Double
@@ -74,6 +88,10 @@ public enum MemoryPlan {
                 storedBytes: summary.storedBytes(p.part),
                 gradientBytes: training ? elements * 4 : 0, activationBytes: act * 4,
                 forwardPeakBytes: held + forwardAct * 4 + forwardBF16 + RankMemory.baselineBytes,
+                compensationBytesPerCandidate: (2 * c.hidden * c.hidden + 2) * 8,
+                compensationBytesPerSolution: c.hidden * c.hidden * 8,
+                compensationBaseBytes: 2 * microBatch * seqLen * c.hidden * 8 + microBatch * r * seqLen * c.hidden * 4
+                    + 2 * c.hidden * c.intermediate * 4 + c.hidden * c.hidden * 4 + (p.rank == 0 ? 2 * c.hidden * c.hidden * 8 : 0),
                 forwardFlopsPerToken: forward, decisionFlopsPerToken: decision,
                 bytesSentPerToken: boundaries * 4 * c.hidden, allReduceBytes: r > 1 ? 2 * (r - 1) * elements * 4 / r : 0)
         }
