@@ -598,4 +598,37 @@ final class GGUFTests: XCTestCase {
         XCTAssertEqual(missing.status, 2)
         XCTAssertTrue(missing.stderr.contains("none.gguf"), missing.stderr)
     }
+
+    /// `inspect` reports a quantised GGUF's bytes as the file stores them: per tensor its ggml blocks (block
+    /// sizes and bytes from the GGUF spec's type table), not elements × 4; the plan's per-rank stored bytes add
+    /// up to the same total.
+    func testInspectReportsStoredBytesOfQuantisedTensors() throws {
+        let path = GGUFFixtures.path("qwen2_untied")  // Q8_0, Q5_0, Q5_1, Q4_0, F16 and F32 tensors, no tied copy
+        let blocks: [String: (elements: Int, bytes: Int)] = [
+            "F32": (1, 4), "F16": (1, 2), "BF16": (1, 2), "Q8_0": (32, 34), "Q4_0": (32, 18), "Q4_1": (32, 20),
+            "Q5_0": (32, 22), "Q5_1": (32, 24),
+        ]
+        let ckpt = try Checkpoint(path: path)
+        let summary = try ModelSummary(checkpoint: ckpt)
+        var total = 0, elements = 0
+        for s in ParamLayout.specs(ckpt.config, part: .whole(ckpt.config)) {
+            let type = try ckpt.source.tensorInfo(s.name).dtype
+            let b = try XCTUnwrap(blocks[type], "\(s.name): \(type)")
+            XCTAssertEqual(summary.tensorBytes?[s.name], s.count / b.elements * b.bytes, s.name)
+            total += s.count / b.elements * b.bytes
+            elements += s.count
+        }
+        XCTAssertLessThan(total, elements * 2, "quantised tensors take less than F16 would")
+        XCTAssertGreaterThan(summary.storedTypes.count, 3, "the fixture mixes types")
+        let r = try runProcess(binaryPath, ["inspect", "--model", path, "--ranks", "2", "--seq-len", "8", "--json"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let o = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any]
+        let model = o["model"] as! [String: Any]
+        XCTAssertEqual(model["stored_bytes"] as? Int, total)
+        XCTAssertEqual(model["stored_dtype"] as? String, try ckpt.source.tensorInfo("model.layers.0.self_attn.q_proj.weight").dtype)
+        let plan = o["plan"] as! [[String: Any]]
+        XCTAssertEqual(plan.count, 2)
+        XCTAssertEqual(plan.reduce(0) { $0 + ($1["stored_bytes"] as! Int) }, total)
+        for rank in plan { XCTAssertEqual(rank["parameter_bytes_f32"] as? Int, rank["weight_bytes"] as? Int, "f32 holds the decoded floats") }
+    }
 }

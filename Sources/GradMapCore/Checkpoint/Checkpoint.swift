@@ -16,9 +16,15 @@ public protocol TensorSource: AnyObject, Sendable {
     func mappedBF16(_ name: String, shape: [Int]) throws -> (bits: UnsafePointer<UInt16>, owner: AnyObject)?
     /// The file a listed tensor name comes from (for messages about it).
     func file(holding name: String) -> String
+    /// Bytes the tensor takes in its file (a quantised GGUF tensor: its blocks, not elements × 4).
+    func storedBytes(_ name: String) throws -> Int
 }
 
 extension TensorSource {
+    public func storedBytes(_ name: String) throws -> Int {
+        let i = try tensorInfo(name)
+        return i.shape.reduce(1, *) * (DType(rawValue: i.dtype)?.size ?? 4)
+    }
     public func mappedBF16(_ name: String, shape: [Int]) throws -> (bits: UnsafePointer<UInt16>, owner: AnyObject)? { nil }
 }
 

@@ -495,6 +495,8 @@ public final class GGUFModel: TensorSource, @unchecked Sendable {
         return (t.shape, t.type.name)
     }
 
+    public func storedBytes(_ name: String) throws -> Int { try gguf(name).byteCount }
+
     /// Heads whose rows llama.cpp permuted (q: attention heads, k: key/value heads), nil for other tensors and
     /// for qwen2 (convert_hf_to_gguf.py permutes only for llama's interleaved RoPE; transformers' GGUF loader
     /// likewise un-permutes only llama).

@@ -9,6 +9,8 @@ public struct InspectConfig: Sendable {
     public var weights: WeightFormat = .f32
     public var balance: Balance = .compute
     public var activations: ActivationPolicy = .store
+    /// The products' arithmetic the plan assumes: what a job on this machine runs without --matmul.
+    public var matmul: MatmulPrecision = .machineDefault
     /// Plan a job of this many ranks; nil: describe the model only.
     public var ranks: Int? = nil
     /// Pipeline stages of the plan; nil: min(ranks, layers).
@@ -43,23 +45,20 @@ public struct InspectResult: Sendable {
 
     public static func make(_ config: InspectConfig) throws -> InspectResult {
         try config.validate()
-        let model: ModelConfig
-        let storage: DType
+        let summary: ModelSummary
         if config.model.hasSuffix(".json") {
-            model = try ModelConfig.load(path: config.model)
+            let model = try ModelConfig.load(path: config.model)
             let name = HFConfig.declaredDType(model.raw)
-            storage = name == "float32" ? .f32 : name == "float16" ? .f16 : .bf16
+            summary = ModelSummary(config: model, storage: name == "float32" ? .f32 : name == "float16" ? .f16 : .bf16)
         } else {
-            let ckpt = try Checkpoint(path: config.model)
-            model = ckpt.config
-            storage = ckpt.storageDType()
+            summary = try ModelSummary(checkpoint: Checkpoint(path: config.model))
         }
-        let summary = ModelSummary(config: model, storage: storage)
+        let model = summary.config
         guard let ranks = config.ranks else { return InspectResult(config: config, summary: summary, placement: nil, plan: []) }
         let placement = try Placement(config: model, ranks: ranks, stages: config.stages, balance: config.balance, seqLen: config.seqLen)
         let plan = MemoryPlan.ranks(
-            placement, storage: storage, seqLen: config.seqLen, microBatch: config.microBatch, training: true,
-            policy: config.activations, weights: config.weights)
+            placement, summary: summary, seqLen: config.seqLen, microBatch: config.microBatch, training: true,
+            policy: config.activations, weights: config.weights, matmul: config.matmul)
         return InspectResult(config: config, summary: summary, placement: placement, plan: plan)
     }
 
@@ -76,7 +75,11 @@ public struct InspectResult: Sendable {
                 ("stored_bytes", .int(m.storedBytes)), ("parameter_bytes_f32", .int(m.parameterBytes)),
                 ("weight_bytes", .int(m.weightBytes)), ("gradient_bytes", .int(m.gradientBytes)),
                 ("activation_bytes", .int(m.activationBytes)), ("allreduce_scratch_bytes", .int(m.allReduceScratchBytes)),
-                ("estimated_peak_bytes", .int(m.peakBytes)),
+                ("bf16_scratch_bytes", .int(m.bf16ScratchBytes)),
+                ("estimated_peak_bytes", .int(m.peakBytes)), ("estimated_forward_peak_bytes", .int(m.forwardPeakBytes)),
+                ("compensation_bytes_per_candidate", .int(m.compensationBytesPerCandidate)),
+                ("compensation_bytes_per_solution", .int(m.placement.rank == 0 ? m.compensationBytesPerSolution : 0)),
+                ("compensation_base_bytes", .int(m.compensationBaseBytes)),
                 ("decision_tflop", .double(m.decisionFlopsPerToken * tokensPerReplica / 1e12)),
                 ("bytes_sent_per_decision", .int(m.bytesSentPerToken * config.calibTokens / placement.replicas)),
                 ("allreduce_bytes_per_decision", .int(m.allReduceBytes)),
@@ -86,7 +89,7 @@ public struct InspectResult: Sendable {
             ("model", summary.json), ("ranks", .int(placement.ranks)), ("stages", .int(placement.stages)),
             ("replicas", .int(placement.replicas)), ("seq_len", .int(config.seqLen)), ("micro_batch", .int(config.microBatch)),
             ("weights", .string(config.weights.rawValue)), ("balance", .string(config.balance.rawValue)),
-            ("activations", .string(config.activations.rawValue)),
+            ("activations", .string(config.activations.rawValue)), ("matmul", .string(config.matmul.rawValue)),
             ("plan", .array(rows)),
         ])
     }
@@ -95,8 +98,8 @@ public struct InspectResult: Sendable {
         guard let placement else { return summary.text }
         func mib(_ b: Int) -> String { String(format: "%.1f", Double(b) / 1_048_576) }
         var lines = [summary.text, ""]
-        lines.append("plan: \(placement.ranks) ranks = \(placement.stages) stages × \(placement.replicas) replicas; T = \(config.seqLen), micro-batch \(config.microBatch), 1F1B (\(placement.stages) micro-batches in flight at most); layers balanced by \(config.balance.rawValue), --weights \(config.weights.rawValue), --activations \(config.activations.rawValue)")
-        lines.append("rank  stage  replica  layers      stored MiB  held MiB  grads MiB  activations MiB  est. peak MiB")
+        lines.append("plan: \(placement.ranks) ranks = \(placement.stages) stages × \(placement.replicas) replicas; T = \(config.seqLen), micro-batch \(config.microBatch), 1F1B (\(placement.stages) micro-batches in flight at most); layers balanced by \(config.balance.rawValue), --weights \(config.weights.rawValue), --activations \(config.activations.rawValue), products \(config.matmul.rawValue) (this machine's default --matmul)")
+        lines.append("rank  stage  replica  layers      stored MiB  held MiB  grads MiB  activations MiB  est. peak MiB  forward-only MiB")
         for m in plan {
             let p = m.placement
             var layers = p.part.layers.isEmpty ? "-" : "\(p.part.layers.lowerBound)-\(p.part.layers.upperBound - 1)"
@@ -105,11 +108,14 @@ public struct InspectResult: Sendable {
             let cells = [
                 pad("\(p.rank)", 4), pad("\(p.stage)", 5), pad("\(p.replica)", 7), pad(layers, -10),
                 pad(mib(m.storedBytes), 10), pad(mib(m.weightBytes), 8), pad(mib(m.gradientBytes), 9),
-                pad(mib(m.activationBytes), 15), pad(mib(m.peakBytes), 13),
+                pad(mib(m.activationBytes), 15), pad(mib(m.peakBytes), 13), pad(mib(m.forwardPeakBytes), 16),
             ]
             lines.append(cells.joined(separator: "  "))
         }
-        lines.append("E = embedding, H = final norm + lm_head (+ tied embedding copy); held = weights in memory (f32, or bf16 layers + one widened layer); peak = held + gradients (f32) + activations + all-reduce scratch (replicas) + 40 MiB runtime")
+        lines.append("E = embedding, H = final norm + lm_head (+ tied embedding copy); held = weights in memory (f32, or bf16 layers + one widened layer); peak = held + gradients (f32) + activations + all-reduce scratch (replicas) + BF16 copies of the largest product's inputs (bf16 products) + 40 MiB runtime; forward-only = the peak of eval, or of prune with a metric that needs no backward (bi, angular, sleb) or --layers: held + one micro-batch of forward activations + BF16 product scratch + 40 MiB")
+        if let m = plan.first {
+            lines.append("prune's compensation adds on every rank \(mib(m.compensationBaseBytes)) MiB (rank 0; \(mib(plan.last!.compensationBaseBytes)) MiB on the others) + \(mib(m.compensationBytesPerCandidate)) MiB per candidate layer, and on rank 0 \(mib(m.compensationBytesPerSolution)) MiB per (layer, ridge) solution (--compensate-at auto: up to 3 + K layers × 3 ridges; a given layer: 1 × 1)")
+        }
         lines.append("")
         let tokens = tokensPerReplica
         lines.append("per decision (forward + backward over \(config.calibTokens) calibration tokens, \(Int(tokens)) per replica):")
