@@ -4,11 +4,13 @@
 For each K (layers removed) and each metric (gradmap, fisher, gate, taylor, bi, angular, sleb, random; gradmap and
 fisher also with --verify-top 3) it runs `gradmap-dist prune --no-compensate` under mpirun, then re-applies the
 same removed layers (`prune --layers ...`, no scoring) with `--compensate-at shift` and `--compensate-at auto`.
-Every run reports held-out perplexity on the evaluation articles (docs/data.md) and its timings. Then, for the
-default setting, perplexity as the calibration set grows. Runs are cached as JSON in .cache/results/ (keyed by
+Every run reports held-out perplexity on the evaluation articles (docs/data.md) with its 95 % interval
+(method.md) and its timings; every run evaluates the same windows, so two settings compare by the paired interval
+of their per-window loss difference (from the runs' pruning_report.json). Then, for the default setting,
+perplexity as the calibration set grows. Runs are cached as JSON in .cache/results/ (keyed by
 their command), so an interrupted run resumes; delete the folder to start over.
 
-    python3 scripts/results.py [--np 4] [--ks 4,8] [--calib-windows 32] [--eval-windows 64] [--growth 8,32,128]
+    python3 scripts/results.py [--np 4] [--ks 4,8] [--calib-windows 32] [--eval-windows 128] [--growth 8,32,128]
 """
 import argparse
 import datetime
@@ -24,6 +26,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CACHE = os.path.join(ROOT, ".cache")
 METRICS = ["gradmap", "fisher", "gate", "taylor", "bi", "angular", "sleb", "random"]
+Z975 = 1.959963984540054  # the two-sided 95 % normal quantile, as in the Swift code (method.md)
 
 
 def sh(cmd):
@@ -56,11 +59,46 @@ def run_prune(args, extra, label, np=None):
 
 
 def with_decisions(result, label):
-    """Adds the per-decision records (layer, score, seconds) from the run's pruning_report.json."""
+    """Adds the per-decision records (layer, score, seconds) and the held-out per-window losses
+    (eval.window_losses, only in the report file) from the run's pruning_report.json."""
     report = os.path.join(CACHE, "results", "model-" + label, "pruning_report.json")
-    if "decisions" not in result and os.path.exists(report):
-        result["decisions"] = json.load(open(report)).get("decisions", [])
+    missing = "decisions" not in result or ("eval" in result and "window_losses" not in result["eval"])
+    if missing and os.path.exists(report):
+        saved = json.load(open(report))
+        result.setdefault("decisions", saved.get("decisions", []))
+        if "window_losses" in saved.get("eval", {}) and saved["eval"].get("window_indices") == result["eval"].get("window_indices"):
+            result["eval"]["window_losses"] = saved["eval"]["window_losses"]
     return result
+
+
+def cell(result, stage):
+    """One perplexity of a run: value, 95 % interval (None from runs made before intervals), the per-window
+    losses and the window indices they belong to (None when not recorded)."""
+    e = result["eval"]
+    return {"ppl": e["ppl_" + stage], "interval": e.get(f"ppl_{stage}_interval"),
+            "losses": e.get("window_losses", {}).get(stage), "windows": e.get("window_indices")}
+
+
+def mean_interval(x):
+    """The 95 % normal interval of a mean (docs/method.md): mean +- z * sd / sqrt(n), sd with divisor n - 1."""
+    n = len(x)
+    mean = sum(x) / n
+    sd = math.sqrt(sum((v - mean) ** 2 for v in x) / (n - 1))
+    half = Z975 * sd / math.sqrt(n)
+    return mean, mean - half, mean + half
+
+
+def paired_ratio(a, b):
+    """b's perplexity over a's with its 95 % interval, from the per-window loss differences b - a (the same
+    windows); None when either has no per-window losses or they were measured on other windows."""
+    if a["losses"] is None or b["losses"] is None or a["windows"] != b["windows"] or len(a["losses"]) < 2:
+        return None
+    m, lo, hi = mean_interval([y - x for x, y in zip(a["losses"], b["losses"])])
+    return math.exp(m), math.exp(lo), math.exp(hi)
+
+
+def fmt_ratio(r):
+    return "not paired (no per-window losses)" if r is None else f"{r[0]:.3f} [95 % {r[1]:.3f}, {r[2]:.3f}]"
 
 
 def main():
@@ -69,7 +107,7 @@ def main():
     p.add_argument("--ks", default="4,8")
     p.add_argument("--metrics", default=",".join(METRICS))
     p.add_argument("--calib-windows", type=int, default=32)
-    p.add_argument("--eval-windows", type=int, default=64)
+    p.add_argument("--eval-windows", type=int, default=128)
     p.add_argument("--seq-len", type=int, default=256)
     p.add_argument("--growth", default="8,32,128", help="calibration windows for the growth table ('' to skip)")
     p.add_argument("--growth-np", type=int, default=4, help="ranks for the calibration-growth runs")
@@ -130,8 +168,8 @@ def main():
                 scoring = None
             else:  # bi scores once: its decisions carry the time since that one scoring began
                 scoring = seconds[-1] if metric == "bi" else sum(seconds)
-            row = {"k": k, "metric": name, "removed": layers, "ppl_original": plain["eval"]["ppl_original"],
-                   "none": None if derived else run["eval"]["ppl_pruned"], "scoring_s": scoring, "derived": derived}
+            row = {"k": k, "metric": name, "removed": layers, "ppl_original": cell(plain, "original"),
+                   "none": None if derived else cell(run, "pruned"), "scoring_s": scoring, "derived": derived}
             if k != kmax and metric == args.prefix_check_metric and not more:
                 direct = run_prune(args, base + ["--metric", metric, "--remove", str(k), "--no-compensate"], label + "-direct")
                 if direct is not None:
@@ -145,8 +183,8 @@ def main():
                     row[mode], row[mode + "_layer"], row[mode + "_s"] = None, None, None
                     continue
                 if row["none"] is None:
-                    row["none"] = c["eval"]["ppl_pruned"]
-                row[mode] = c["eval"].get("ppl_compensated", c["eval"]["ppl_pruned"])
+                    row["none"] = cell(c, "pruned")
+                row[mode] = cell(c, "compensated" if "ppl_compensated" in c["eval"] else "pruned")
                 row[mode + "_layer"] = (c["compensation"] or {}).get("layer")
                 row[mode + "_s"] = c["seconds"]["compensation"]
             rows.append(row)
@@ -159,8 +197,9 @@ def main():
                              "--compensate-at", "auto", "--skip-original-eval"], label, np=args.growth_np)
         if r is None:
             continue
-        growth.append({"windows": n, "removed": r["removed"], "none": r["eval"]["ppl_pruned"],
-                       "auto": r["eval"].get("ppl_compensated"), "layer": (r["compensation"] or {}).get("layer"),
+        growth.append({"windows": n, "removed": r["removed"], "none": cell(r, "pruned"),
+                       "auto": cell(r, "compensated") if "ppl_compensated" in r["eval"] else None,
+                       "layer": (r["compensation"] or {}).get("layer"),
                        "seconds": r["seconds"]["scoring"] + r["seconds"]["compensation"]})
     write(args, rows, growth, prefix_check)
 
@@ -170,7 +209,13 @@ def secs(x):
 
 
 def fmt(x):
-    return "—" if x is None else (f"{x:.1f}" if x < 1000 else f"{x:.3g}")
+    """A perplexity cell: the value and its 95 % interval when the run recorded one."""
+    if x is None:
+        return "—"
+    if isinstance(x, dict):
+        lo, hi = x["interval"] or (None, None)
+        return fmt(x["ppl"]) + (f" [{fmt(lo)}, {fmt(hi)}]" if lo is not None and hi is not None else "")
+    return f"{x:.1f}" if x < 1000 else f"{x:.3g}"
 
 
 def write(args, rows, growth, prefix_check):
@@ -185,7 +230,11 @@ def write(args, rows, growth, prefix_check):
              f"{args.seq_len} tokens spread over the held-out evaluation articles (docs/data.md); perplexity as in "
              "docs/method.md. Protected: first and last layer. Compensation columns re-apply the same removed layers "
              "with `--compensate-at shift` (the paper's rule) or `auto` (validation-selected, method.md step 4); their "
-             "'no compensation' perplexity is the same model before the compensation is folded in. Seconds are wall "
+             "'no compensation' perplexity is the same model before the compensation is folded in. Every perplexity "
+             "is followed by its 95 % interval [lo, hi]: the normal interval of the mean per-window loss mapped "
+             "through exp (method.md, per window; windows of one article are correlated, so it is somewhat too "
+             "narrow). Every run evaluates the same windows, so comparisons of two settings state the paired "
+             "interval of their perplexity ratio (from the per-window loss differences). Seconds are wall "
              "time on a shared 2-core machine (docs/benchmarks.md has the clean timings).", ""]
     kmax = max(r["k"] for r in rows) if rows else None
     if any(r["derived"] for r in rows):
@@ -220,13 +269,18 @@ def write(args, rows, growth, prefix_check):
         for r in rows:
             for mode in ("none", "shift", "auto"):
                 best.setdefault((r["k"], mode), []).append((r[mode], r["metric"]))
-        lines += ["## Best per column", ""]
+        lines += ["## Best per column", "",
+                  "With the runner-up and its perplexity over the best's, paired over the evaluation windows (a ratio "
+                  "interval that holds 1 is no clear difference).", ""]
         for (k, mode), vals in sorted(best.items()):
-            vals = [x for x in vals if x[0] is not None]
+            vals = sorted((x for x in vals if x[0] is not None), key=lambda x: x[0]["ppl"])
             if not vals:
                 continue
-            v, m = min(vals)
-            lines.append(f"- K = {k}, {mode}: {m} ({fmt(v)})")
+            (v, m), line = vals[0], f"- K = {k}, {mode}: {vals[0][1]} ({fmt(vals[0][0])})"
+            if len(vals) > 1:
+                v2, m2 = vals[1]
+                line += f"; next {m2} ({fmt(v2)}), ratio {fmt_ratio(paired_ratio(v, v2))}"
+            lines.append(line)
         lines.append("")
         lines += ["## Mean rank over K (lower is better)", "",
                   "Each (metric, compensation) pair ranked by perplexity within each K, then averaged over K.", "",
@@ -235,8 +289,8 @@ def write(args, rows, growth, prefix_check):
         ks = sorted({r["k"] for r in rows})
         cells = {}
         for k in ks:
-            entries = sorted((r[mode], r["metric"], mode) for r in rows if r["k"] == k for mode in ("none", "shift", "auto")
-                             if r[mode] is not None)
+            entries = sorted(((r[mode], r["metric"], mode) for r in rows if r["k"] == k for mode in ("none", "shift", "auto")
+                              if r[mode] is not None), key=lambda e: (e[0]["ppl"], e[1], e[2]))
             for rank, (v, m, mode) in enumerate(entries, 1):
                 cells.setdefault((m, mode), {})[k] = (rank, v)
         table = sorted(((sum(r for r, _ in c.values()) / len(c), m, mode, c) for (m, mode), c in cells.items() if len(c) == len(ks)))
@@ -258,8 +312,12 @@ def write(args, rows, growth, prefix_check):
             if best[1] != m or best[2] != mode:
                 kmax = max(ks)
                 cost = {r["metric"]: r["scoring_s"] for r in rows if r["k"] == kmax}
+                paired = "; ".join(f"K = {k}: the default's perplexity over the best's "
+                                   f"{fmt_ratio(paired_ratio(best[3][k][1], c[k][1]))}"
+                                   for k in ks for c in [cells[(m, mode)]])
                 lines += [f"Best overall: {best[1]} with {best[2]} compensation (mean rank {best[0]:.1f}; scoring "
-                          f"{cost.get(best[1]) or 0:.0f} s at K = {kmax} against {cost.get(m) or 0:.0f} s for the default).", ""]
+                          f"{cost.get(best[1]) or 0:.0f} s at K = {kmax} against {cost.get(m) or 0:.0f} s for the default). "
+                          f"Paired over the evaluation windows, {paired}.", ""]
             current = f"{args.cli_default_metric} / {args.cli_default_compensation}"
             chosen = f"{m} / {mode}"
             lines += [f"The CLI's defaults ({current}) " + ("are this choice." if current == chosen else

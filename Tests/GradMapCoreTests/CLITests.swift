@@ -18,7 +18,7 @@ final class CLITests: XCTestCase {
             let r = try runProcess(binaryPath, ["eval", "--model", d, "--tokens", d + "/tokens.bin", "--seq-len", "\(ref.seqLen)", "--matmul", "f32", "--json"])
             XCTAssertEqual(r.status, 0, r.stderr)
             let o = try json(r.stdout)
-            XCTAssertEqual(Array(o.keys).sorted(), ["loss", "ppl", "seconds", "tokens", "windows"])
+            XCTAssertEqual(Array(o.keys).sorted(), ["loss", "loss_sd", "ppl", "ppl_interval", "seconds", "tokens", "windows"])
             XCTAssertEqual(o["windows"] as? Int, ref.windows)
             XCTAssertEqual(o["tokens"] as? Int, ref.windows * ref.seqLen)
             let loss = (o["loss"] as! NSNumber).doubleValue

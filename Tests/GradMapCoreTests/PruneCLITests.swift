@@ -29,6 +29,52 @@ final class PruneCLITests: XCTestCase {
         return path
     }
 
+    /// Held-out perplexities with 95 % intervals and the paired differences in --json; the report adds the
+    /// per-window losses they come from (and is otherwise --json).
+    func testHeldOutIntervalsAndPairedDifferences() throws {
+        let model = try makeModel(layers: 8, tied: false, dtype: .f32)
+        let out = temporaryDirectory("out") + "/pruned"
+        let r = try prune(model, out, ["--remove", "3", "--compensate-at", "shift", "--eval-tokens", model + "/tokens.bin", "--eval-windows", "4"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let o = try json(r)
+        var saved = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/pruning_report.json"))) as! [String: Any]
+        var eval = saved["eval"] as! [String: Any]
+        let losses = (eval.removeValue(forKey: "window_losses") as! [String: [NSNumber]]).mapValues { $0.map(\.doubleValue) }
+        saved["eval"] = eval
+        XCTAssertEqual(NSDictionary(dictionary: saved), NSDictionary(dictionary: o), "the report is --json plus eval.window_losses")
+        XCTAssertEqual(Set(losses.keys), ["original", "pruned", "compensated"])
+        let e = o["eval"] as! [String: Any]
+        for (label, l) in losses {
+            XCTAssertEqual(l.count, 4, label)
+            let ppl = (e["ppl_" + label] as! NSNumber).doubleValue
+            // ppl is exp of the in-order mean of the windows' NLL sums; the interval's centre is the mean of
+            // the per-window means: the same number to rounding (4 windows: a few ε).
+            XCTAssertEqual(ppl, exp(meanInterval(l).mean), accuracy: 1e-12 * ppl, label)
+            let want = meanInterval(l).expInterval
+            let got = (e["ppl_\(label)_interval"] as! [NSNumber]).map(\.doubleValue)
+            XCTAssertEqual(got[0], want.0, accuracy: 1e-12 * want.0, label)  // the reader's ulp, as below
+            XCTAssertEqual(got[1], want.1, accuracy: 1e-12 * want.1, label)
+            XCTAssertTrue(got[0] < ppl && ppl < got[1], "\(label): \(got) around \(ppl)")
+        }
+        // Foundation's JSON reader on Linux may read a printed double 1 ulp off, and the differences of
+        // 4 such losses cancel to ~0.02: 1e-12 of the losses' magnitude (~3) is thousands of those ulps.
+        func near(_ x: Any?, _ want: [Double], _ label: String) {
+            let got = (x as? [NSNumber])?.map(\.doubleValue) ?? (x as? NSNumber).map { [$0.doubleValue] } ?? []
+            XCTAssertEqual(got.count, want.count, label)
+            for (g, w) in zip(got, want) { XCTAssertEqual(g, w, accuracy: 1e-12 * 4, label) }
+        }
+        for (b, a) in [("pruned", "original"), ("compensated", "pruned")] {
+            let d = e["\(b)_vs_\(a)"] as! [String: Any]
+            let want = pairedInterval(losses[a]!, losses[b]!)
+            near(d["loss_diff"], [want.mean], "\(b) - \(a)")
+            near(d["loss_diff_interval"], [want.lo, want.hi], "\(b) - \(a) interval")
+            near(d["ppl_ratio"], [exp(want.mean)], "\(b) / \(a)")
+            near(d["ppl_ratio_interval"], [want.expInterval.0, want.expInterval.1], "\(b) / \(a) interval")
+        }
+        // Pruning 3 of 8 layers of a random model changes every window's loss: a paired difference with spread.
+        XCTAssertNotEqual(losses["pruned"]!, losses["original"]!)
+    }
+
     func testWrittenCheckpointStructureAndLoss() throws {
         for (tied, dtype) in [(false, DType.f32), (true, DType.bf16)] {
             let model = try makeModel(layers: 8, tied: tied, dtype: dtype)

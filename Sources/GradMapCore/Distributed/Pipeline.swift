@@ -181,9 +181,9 @@ public final class Pipeline<F: Real & MPIScalar>: @unchecked Sendable {
             try reduceGradients(pass.gradients)
             timings.reducing = Double(DispatchTime.now().uptimeNanoseconds - r0) / 1e9
         }
-        // Only last stages hold NLL; the total is the same on every rank.
-        let total = try nll.totals(over: world)[0]
-        return LossResult(windows: windows.count, seqLen: t, nll: total)
+        // Only last stages hold NLL; the total and every window's sum are the same on every rank.
+        let (perWindow, totals) = try nll.reduced(over: world)
+        return LossResult(windows: windows.count, seqLen: t, nll: totals[0], windowNLL: perWindow)
     }
 
     /// Every rank's timings and peak memory, on rank 0 (empty elsewhere), in rank order.

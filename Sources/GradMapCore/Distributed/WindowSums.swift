@@ -19,11 +19,18 @@ struct WindowSums {
 
     /// Per-row totals over the world, windows added in order; identical on every rank.
     func totals(over world: Communicator) throws -> [Double] {
+        try reduced(over: world).totals
+    }
+
+    /// The world's table, [rows × windows] (every window's value, as one rank computed it), and the per-row
+    /// totals over it, windows added in order; identical on every rank.
+    func reduced(over world: Communicator) throws -> (table: [Double], totals: [Double]) {
         let all = try world.allReduceSum(table)
-        return (0..<rows).map { r in
+        let totals = (0..<rows).map { r in
             var total = 0.0
             for w in 0..<windows { total += all[r * windows + w] }
             return total
         }
+        return (all, totals)
     }
 }

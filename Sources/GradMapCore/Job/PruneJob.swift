@@ -159,8 +159,10 @@ public final class PruneJob {
             let t = DispatchTime.now()
             // The current model: the original before the decisions, then the pruned one.
             let r = try pruner.pipeline.run(data: evalData, windows: evalList, microBatch: options.microBatch, pass: pruner.pass())
-            result.heldOut?.perplexities.append((label, exp(r.loss)))
-            log(String(format: "held-out perplexity %@: %.3f (%d windows of %d tokens, %.1f s)", label, exp(r.loss), evalList.count, seqLen, elapsed(since: t)))
+            result.heldOut?.record(label, r)
+            let (lo, hi) = meanInterval(r.windowLosses).expInterval
+            log(String(format: "held-out perplexity %@: %.3f [95%% %.3f, %.3f] (%d windows of %d tokens, %.1f s)", label, exp(r.loss),
+                       lo, hi, evalList.count, seqLen, elapsed(since: t)))
         }
         let output = PrunedOutput(out)
         if discardedJournal {
@@ -212,7 +214,7 @@ public final class PruneJob {
             result.writingSeconds = elapsed(since: t2)
             result.totalSeconds = elapsed(since: self.started)
             return [
-                "pruning_report.json": Data(result.json.render(indent: 2).utf8),
+                "pruning_report.json": Data(result.reportJSON.render(indent: 2).utf8),
                 "pruning_report.svg": Data(ScoreChart.svg(result, layers: self.checkpoint.config.layers, title: title).utf8),
             ]
         }

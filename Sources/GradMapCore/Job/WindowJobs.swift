@@ -35,19 +35,23 @@ public struct EvalResult: Sendable {
 
     public var tokens: Int { loss.windows * loss.seqLen }
     public var ppl: Double { exp(loss.loss) }
+    /// The 95 % interval over the per-window losses (method.md).
+    public var interval: MeanInterval { meanInterval(loss.windowLosses) }
 
     public var json: JSONValue {
         var fields: [(String, JSONValue)] = [
             ("windows", .int(loss.windows)), ("tokens", .int(tokens)), ("loss", .double(loss.loss)),
-            ("ppl", .double(ppl)), ("seconds", .double(seconds)),
+            ("loss_sd", PruningResult.number(interval.sd)), ("ppl", .double(ppl)),
+            ("ppl_interval", PruningResult.interval(interval.expInterval)), ("seconds", .double(seconds)),
         ]
         if let ranks { fields.append(("ranks", .array(ranks))) }
         return .object(fields)
     }
 
     public var text: String {
-        String(format: "windows %d  tokens %d  loss %.6f  ppl %.4f  %.2f s (%.0f tokens/s)",
-               loss.windows, tokens, loss.loss, ppl, seconds, Double(tokens) / seconds)
+        let (lo, hi) = interval.expInterval
+        return String(format: "windows %d  tokens %d  loss %.6f  ppl %.4f [95%% %.4f, %.4f]  %.2f s (%.0f tokens/s)",
+                      loss.windows, tokens, loss.loss, ppl, lo, hi, seconds, Double(tokens) / seconds)
     }
 }
 

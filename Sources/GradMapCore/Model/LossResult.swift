@@ -7,6 +7,17 @@ public struct LossResult: Sendable {
     public let seqLen: Int
     /// Σ NLL over all predictions.
     public let nll: Double
+    /// Σ NLL of each window, in the order of the window list (nll is their in-order sum).
+    public let windowNLL: [Double]
     public var predictions: Int { windows * (seqLen - 1) }
     public var loss: Double { nll / Double(predictions) }
+    /// Each window's mean NLL over its T − 1 predictions: the samples of the interval (method.md).
+    public var windowLosses: [Double] { windowNLL.map { $0 / Double(seqLen - 1) } }
+
+    public init(windows: Int, seqLen: Int, nll: Double, windowNLL: [Double]) {
+        self.windows = windows
+        self.seqLen = seqLen
+        self.nll = nll
+        self.windowNLL = windowNLL
+    }
 }

@@ -1,6 +1,8 @@
 // What a pruning job tells a person: one result (decisions, every layer's score at every decision,
 // compensation, losses, held-out perplexities, windows, timings, ranks), serialised once: `prune --json`
-// prints it and pruning_report.json holds it. A chart of the scores goes beside it (ScoreChart).
+// prints it and pruning_report.json holds it with the per-window held-out losses besides. A chart of the
+// scores goes beside it (ScoreChart).
+import Foundation
 
 /// Held-out perplexities of the model at each stage of the job, on the same windows.
 public struct HeldOutResult: Sendable {
@@ -9,6 +11,45 @@ public struct HeldOutResult: Sendable {
     public let seqLen: Int
     /// ("original" | "pruned" | "compensated", perplexity), in the order measured.
     public var perplexities: [(String, Double)] = []
+    /// Each stage's per-window mean NLLs, in the order of `windows` (the samples of the intervals).
+    public var windowLosses: [String: [Double]] = [:]
+
+    public init(windows: [Int], seqLen: Int) {
+        self.windows = windows
+        self.seqLen = seqLen
+    }
+
+    /// The stage's perplexity and its per-window losses.
+    public mutating func record(_ label: String, _ loss: LossResult) {
+        perplexities.append((label, exp(loss.loss)))
+        windowLosses[label] = loss.windowLosses
+    }
+
+    /// The `eval` object: windows, every perplexity with its 95 % interval, the paired differences
+    /// pruned − original and compensated − pruned; with `windowLosses`, the samples too (the report file's).
+    func json(windowLosses withLosses: Bool) -> JSONValue {
+        var fields: [(String, JSONValue)] = [
+            ("windows", .int(windows.count)), ("window_indices", .array(windows.map { .int($0) })),
+        ]
+        for (label, ppl) in perplexities {
+            fields.append(("ppl_" + label, .double(ppl)))
+            fields.append(("ppl_\(label)_interval", PruningResult.interval(meanInterval(windowLosses[label]!).expInterval)))
+        }
+        for (b, a) in [("pruned", "original"), ("compensated", "pruned")] {
+            guard let lb = windowLosses[b], let la = windowLosses[a] else { continue }
+            let d = pairedInterval(la, lb)
+            fields.append(("\(b)_vs_\(a)", .object([
+                ("loss_diff", .double(d.mean)), ("loss_diff_interval", PruningResult.interval((d.lo, d.hi))),
+                ("ppl_ratio", .double(exp(d.mean))), ("ppl_ratio_interval", PruningResult.interval(d.expInterval)),
+            ])))
+        }
+        if withLosses {
+            fields.append(("window_losses", .object(perplexities.map { p in
+                (p.0, JSONValue.array(windowLosses[p.0]!.map { .double($0) }))
+            })))
+        }
+        return .object(fields)
+    }
 }
 
 public struct PruningResult: Sendable {
@@ -36,9 +77,16 @@ public struct PruningResult: Sendable {
     public var ranks: [JSONValue] = []
 
     static func number(_ x: Double) -> JSONValue { x.isNaN ? .null : .double(x) }
+    /// [lo, hi]; null bounds where there is no spread to estimate (one window).
+    static func interval(_ b: (Double, Double)) -> JSONValue { .array([number(b.0), number(b.1)]) }
 
-    /// The result in the documented key order: what `prune --json` prints and pruning_report.json holds.
-    public var json: JSONValue {
+    /// The result in the documented key order: what `prune --json` prints.
+    public var json: JSONValue { json(windowLosses: false) }
+    /// What pruning_report.json holds: `json` with every held-out window's loss (eval.window_losses), so that
+    /// scripts can pair settings across runs.
+    public var reportJSON: JSONValue { json(windowLosses: true) }
+
+    func json(windowLosses: Bool) -> JSONValue {
         var comp: JSONValue = .null
         if let c = compensation, let layer = c.layer {
             comp = .object([
@@ -67,12 +115,7 @@ public struct PruningResult: Sendable {
             ("decisions", decisionDetail), ("compensation_detail", compensationDetail),
             ("total_seconds", .double(totalSeconds)), ("ranks", .array(ranks)),
         ]
-        if let heldOut {
-            let ppl = heldOut.perplexities.map { ("ppl_" + $0.0, JSONValue.double($0.1)) }
-            fields.append(("eval", .object([
-                ("windows", .int(heldOut.windows.count)), ("window_indices", .array(heldOut.windows.map { .int($0) })),
-            ] + ppl)))
-        }
+        if let heldOut { fields.append(("eval", heldOut.json(windowLosses: windowLosses))) }
         return .object(fields)
     }
 
