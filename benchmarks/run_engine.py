@@ -2,7 +2,7 @@
 """Throughput of the gradmap-dist engine on a LLaMA, against its own products' rate on this machine and PyTorch.
 
 Usage:
-  python3 benchmarks/run_engine.py [--preset 100m|tiny|smollm2|1b] [--binary PATH] [--no-torch] [--out FILE]
+  python3 benchmarks/run_engine.py [--preset 100m|tiny|smollm2|1b|qwen1.5b] [--binary PATH] [--no-torch] [--out FILE]
   (on a shared machine: chrt -f 10 python3 benchmarks/run_engine.py ..., so other work cannot preempt either side)
 
 Steps:
@@ -46,6 +46,8 @@ import subprocess
 import sys
 import time
 
+import large_model
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 DEFAULTS = {
@@ -56,6 +58,12 @@ DEFAULTS = {
     "1b": dict(windows=4, seq_len=256, micro_batches="1", gemm_seconds=0.4),
     # The real default model: SmolLM2-135M converted from the GGUF (gradmap-dist convert), calibration text.
     "smollm2": dict(windows=8, seq_len=256, micro_batches="1,4", gemm_seconds=0.4),
+    # The real 1.5B, Qwen2.5-Coder-1.5B-Instruct Q4_K_M (benchmarks/large_model.py): the engine reads the GGUF,
+    # PyTorch dequantises it through transformers' gguf_file=. Eval and the decision step in f32 and bf16 only:
+    # every engine run loads the GGUF (~2 minutes on this machine), and the all-gradients step and wgrad-bf16
+    # add nothing the decision step does not show; on the evaluation tokens.
+    "qwen1.5b": dict(windows=4, seq_len=256, micro_batches="1", gemm_seconds=0.4,
+                     skip=("grad-stats", "decision-wgrad-bf16")),
 }
 
 
@@ -189,7 +197,26 @@ def gemm_requests(cfg, mbs, t):
 def rate_key(form, shape):
     return f"{form}:{shape_key(*shape)}"
 
-def torch_times(model_dir, tokens, t, windows, micro_batch, runs, threads, bf16=False):
+_torch_models = {}
+
+
+def torch_model(model_dir, dtype):
+    """The model, loaded once per dtype: a GGUF (model_dir ending in .gguf) through transformers' gguf_file=."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    if dtype not in _torch_models:
+        _torch_models.clear()
+        if model_dir.endswith(".gguf"):
+            model = AutoModelForCausalLM.from_pretrained(os.path.dirname(model_dir), dtype=dtype,
+                                                         gguf_file=os.path.basename(model_dir))
+        else:
+            model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
+        model.eval()
+        _torch_models[dtype] = model
+    return _torch_models[dtype]
+
+
+def torch_times(model_dir, tokens, t, windows, micro_batch, runs, threads, bf16=False, weights="f32"):
     """PyTorch on the same windows: eval (no_grad forward + loss), grad (loss.backward() of every parameter,
     the issue's reference) and grad_layers (only the decoder layers' weight matrices require grad: exactly
     what one gradmap decision computes). With bf16, the same under torch.autocast("cpu", torch.bfloat16)
@@ -197,11 +224,9 @@ def torch_times(model_dir, tokens, t, windows, micro_batch, runs, threads, bf16=
     import contextlib
     import numpy as np
     import torch
-    from transformers import AutoModelForCausalLM
 
     torch.set_num_threads(threads)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    model.eval()
+    model = torch_model(model_dir, torch.bfloat16 if weights == "bf16" else torch.float32)
     ids = torch.from_numpy(np.fromfile(tokens, dtype="<u4")[: windows * t].astype(np.int64)).view(windows, t)
     batches = [ids[s : s + micro_batch] for s in range(0, windows, micro_batch)]
     cast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
@@ -375,6 +400,9 @@ def print_tables(results, out_path):
               + ", ".join(f"{k} {100 * v:.0f}%" for k, v in busy.items()))
         if max(busy.values()) > 0.1:
             print("warning: the machine was not idle; other processes shared the cores, numbers are low and noisy")
+    loads = results.get("load_average")
+    if loads:
+        print("\n1-minute load average: " + ", ".join(f"{k} {v:.2f}" for k, v in loads.items()))
     print(f"\nJSON: {os.path.relpath(out_path, REPO)}")
 
 
@@ -407,6 +435,8 @@ def main():
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     ap.add_argument("--matmul", default="f32,bf16",
                     help="engine precisions to run: f32 and/or bf16 (bf16 needs AVX512-BF16 or AMX; dropped with a note without)")
+    ap.add_argument("--weights", choices=["f32", "bf16"], default="f32",
+                    help="weights held by both sides: the engine's --weights, PyTorch's dtype (bf16 when f32 cannot fit)")
     ap.add_argument("--out", help="JSON results file")
     ap.add_argument("--report", metavar="JSON", help="only recompute and print the tables of an earlier run")
     args = ap.parse_args()
@@ -443,12 +473,17 @@ def main():
     if args.preset == "smollm2" and not args.model:
         model_dir = os.path.join(REPO, ".cache", "models", "smollm2-135m")
         prepare_smollm2(binary, model_dir)
+    elif args.preset == "qwen1.5b":
+        model_dir, tokens = large_model.model_and_tokens(binary)
     elif not args.model:
         subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "make_random_model.py"),
                         "--preset", args.preset, "--out", model_dir], check=True)
-    with open(os.path.join(model_dir, "config.json")) as f:
-        cfg = json.load(f)
-    tokens = os.path.join(model_dir, "tokens.bin")
+    if model_dir.endswith(".gguf"):
+        cfg = large_model.hf_config(large_model.inspect(binary, model_dir, 1, args.weights, t)["model"])
+    else:
+        with open(os.path.join(model_dir, "config.json")) as f:
+            cfg = json.load(f)
+        tokens = os.path.join(model_dir, "tokens.bin")
     n_tokens = os.path.getsize(tokens) // 4
     if n_tokens < windows * t:
         sys.exit(f"{tokens}: {n_tokens} tokens, fewer than {windows} windows x {t}")
@@ -457,9 +492,10 @@ def main():
         "preset": args.preset, "model": os.path.relpath(model_dir, REPO), "config": {
             k: cfg.get(k) for k in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
                                     "num_key_value_heads", "head_dim", "vocab_size", "tie_word_embeddings")},
-        "windows": windows, "seq_len": t, "runs": args.runs,
+        "windows": windows, "seq_len": t, "runs": args.runs, "weights": args.weights,
         "machine": {"cpu": cpu_model(), "cpu_id": cpu_id(), "cores": os.cpu_count()},
-        "other_cpu_busy": {"before_engine": cpu_busy()},
+        "other_cpu_busy": {"before_engine": cpu_busy()}, "load_average": {"before_engine": large_model.load_average()},
+        "memory_available_gib": {},
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "git": git_state(),
         "engine": [], "gemm": None, "torch": [],
     }
@@ -497,12 +533,20 @@ def main():
 
     # Engine runs.
     base = ["--model", model_dir, "--tokens", tokens, "--seq-len", str(t), "--max-windows", str(windows), "--json"]
-    passes = [p for p in PASSES if "bf16" not in p[0] or "bf16" in matmuls]
+    if args.weights != "f32":
+        base += ["--weights", args.weights]
+    passes = [p for p in PASSES if ("bf16" not in p[0] or "bf16" in matmuls) and p[0] not in d.get("skip", ())]
     for mb in mbs:
         row = {"micro_batch": mb}
-        for cmd, argv, _, _, _ in passes:
+        for cmd, argv, fkey, _, _ in passes:
             secs, loss = [], None
             for r in range(args.runs):
+                if model_dir.endswith(".gguf"):
+                    # The large model: wait until inspect's planned peak for this pass fits in what is free.
+                    plan = large_model.inspect(binary, model_dir, 1, args.weights, t, mb)["plan"][0]
+                    need = plan["estimated_forward_peak_bytes" if fkey == "forward" else "estimated_peak_bytes"]
+                    free = large_model.wait_for_memory(need + large_model.GIB // 2, f"engine {cmd}")
+                    results["memory_available_gib"][f"engine {cmd} mb {mb} run {r + 1}"] = round(free / large_model.GIB, 1)
                 out = run_json([binary, *argv, *base, "--micro-batch", str(mb)])
                 secs.append(out["seconds"])
                 loss = out["loss"]
@@ -513,6 +557,7 @@ def main():
             gemm_runs.append(bench_all())
 
     results["other_cpu_busy"]["after_engine"] = cpu_busy()
+    results["load_average"]["after_engine"] = large_model.load_average()
     gemm_runs.append(bench_all())
     results["rates"] = {
         kind: {key: max(g[kind][key]["gflops"] for g in gemm_runs) for key in gemm_runs[0][kind]}
@@ -524,14 +569,25 @@ def main():
     # PyTorch.
     if not args.no_torch:
         results["other_cpu_busy"]["before_torch"] = cpu_busy()
+        results["load_average"]["before_torch"] = large_model.load_average()
+        if model_dir.endswith(".gguf"):
+            # PyTorch's weights, the layers' matrix gradients (the decision step) and 2 GiB for the activations
+            # of one micro-batch and the loader's copies; the engine has exited, so nothing else of ours is held.
+            summary = large_model.inspect(binary, model_dir, 1, args.weights, t)["model"]
+            width = 2 if args.weights == "bf16" else 4
+            need = width * (summary["parameters"] + summary["layers"] * summary["layer_parameters"]) + 2 * large_model.GIB
+            free = large_model.wait_for_memory(need, "pytorch")
+            results["memory_available_gib"]["pytorch"] = round(free / large_model.GIB, 1)
         for mb in mbs:
             log(f"pytorch micro-batch {mb}")
             for bf16 in ([False, True] if "bf16" in matmuls else [False]):
-                r = torch_times(model_dir, tokens, t, windows, mb, args.runs, results["machine"]["threads"], bf16=bf16)
+                r = torch_times(model_dir, tokens, t, windows, mb, args.runs, results["machine"]["threads"], bf16=bf16,
+                                weights=args.weights)
                 r["micro_batch"] = mb
                 results["torch"].append(r)
         results["torch_gemm"] = torch_gemm([sh for f, sh in linear if f == "nt"], results["machine"]["threads"], gemm_seconds)
     results["other_cpu_busy"]["after"] = cpu_busy()
+    results["load_average"]["after"] = large_model.load_average()
 
     derive(results)
     os.makedirs(os.path.dirname(out_path), exist_ok=True)

@@ -6,7 +6,11 @@ gradients). For S = 1, 2, 4 pipeline stages and --weights f32 | bf16 it runs one
 rank's peak resident memory (VmHWM) against its parameter bytes and against `inspect --ranks S`'s estimate
 (the check: within 20 %). Then one real pruning decision at the smallest S whose estimate fits the budget.
 
-    python3 benchmarks/run_memory.py [--preset 1b|tiny] [--windows 2] [--seq-len 128] [--budget-gib 4]
+    python3 benchmarks/run_memory.py [--preset 1b|tiny|qwen1.5b] [--windows 2] [--seq-len 128] [--budget-gib 4]
+
+--preset qwen1.5b: the real Qwen2.5-Coder-1.5B GGUF (benchmarks/large_model.py) read directly, on its tokenised
+evaluation text; each run waits until inspect's planned peak of all ranks together is free (the machine is
+shared), and the prune step is left out (docs/data.md has the 2-rank prune of it against the plan).
 
 Writes .cache/bench/memory.json and prints markdown tables (pasted into docs/benchmarks.md). On a 2-core
 machine S = 4 oversubscribes the cores: times are then not comparable, memory is.
@@ -17,6 +21,8 @@ import os
 import subprocess
 import sys
 import time
+
+import large_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MIB = 2**20
@@ -34,9 +40,7 @@ def launch(binary, np_, args):
 
 
 def estimate(binary, model, stages, weights, seq_len):
-    r = subprocess.run([binary, "inspect", "--model", model, "--ranks", str(stages), "--seq-len", str(seq_len),
-                        "--weights", weights, "--json"], capture_output=True, text=True, check=True)
-    return json.loads(r.stdout)["plan"]
+    return large_model.inspect(binary, model, stages, weights, seq_len)["plan"]
 
 
 def main():
@@ -49,14 +53,20 @@ def main():
     ap.add_argument("--budget-gib", type=float, default=4.0, help="per-rank memory budget the prune run must fit")
     ap.add_argument("--out", default=os.path.join(ROOT, ".cache", "bench", "memory.json"))
     a = ap.parse_args()
-    model = os.path.join(ROOT, ".cache", "models", f"llama-{a.preset}")
-    subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "make_random_model.py"), "--preset", a.preset], check=True)
     if not os.path.exists(a.binary):
         subprocess.run(["swift", "build", "-c", "release", "--product", "gradmap-dist"], cwd=ROOT, check=True)
-    meta = json.load(open(os.path.join(model, "bench-meta.json")))
-    total = meta["params"]["total"]
-    tokens = os.path.join(model, "tokens.bin")
-    results = {"preset": a.preset, "params": total, "windows": a.windows, "seq_len": a.seq_len, "runs": []}
+    large = a.preset == "qwen1.5b"
+    if large:
+        model, tokens = large_model.model_and_tokens(a.binary)
+        total = large_model.inspect(a.binary, model, 1, "f32", a.seq_len)["model"]["parameters"]
+    else:
+        model = os.path.join(ROOT, ".cache", "models", f"llama-{a.preset}")
+        subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "make_random_model.py"), "--preset", a.preset],
+                       check=True)
+        total = json.load(open(os.path.join(model, "bench-meta.json")))["params"]["total"]
+        tokens = os.path.join(model, "tokens.bin")
+    results = {"preset": a.preset, "params": total, "windows": a.windows, "seq_len": a.seq_len, "runs": [],
+               "load_average": {"before": large_model.load_average()}}
     print(f"### Peak memory per rank ({a.preset}: {total / 1e9:.2f} B parameters, {a.windows} windows × {a.seq_len} "
           f"tokens, one forward + backward with every weight gradient)\n")
     print("| S | --weights | seconds | loss | rank: peak MiB (estimate MiB, measured/estimate) | f32 parameter MiB per rank | weights held MiB per rank |")
@@ -64,10 +74,13 @@ def main():
     worst = 0.0
     for s in [int(x) for x in a.stages.split(",")]:
         for w in ("f32", "bf16"):
+            plan = estimate(a.binary, model, s, w, a.seq_len)
+            if large:
+                large_model.wait_for_memory(sum(p["estimated_peak_bytes"] for p in plan) + large_model.GIB // 2,
+                                            f"grad-stats -np {s} --weights {w}")
             o = launch(a.binary, s, ["grad-stats", "--model", model, "--tokens", tokens, "--seq-len", str(a.seq_len),
                                      "--max-windows", str(a.windows), "--stages", str(s), "--weights", w,
                                      "--json", "--rank-stats"])
-            plan = estimate(a.binary, model, s, w, a.seq_len)
             cells = []
             for r, p in zip(o["ranks"], plan):
                 ratio = r["peak_rss_bytes"] / p["estimated_peak_bytes"]
@@ -79,11 +92,15 @@ def main():
             held = ", ".join("%.0f" % (r["weight_bytes"] / MIB) for r in o["ranks"])
             print(f"| {s} | {w} | {o['seconds']:.1f} | {o['loss']:.6f} | {'; '.join(cells)} | {params} | {held} |")
     results["worst_estimate_error"] = worst
+    results["load_average"]["after"] = large_model.load_average()
+    print(f"1-minute load average before and after: {results['load_average']['before']:.2f}, "
+          f"{results['load_average']['after']:.2f}\n")
     print(f"\nLargest |measured / estimate - 1| over all ranks and runs: {worst:.1%} (target ≤ 20 %)\n")
 
     # One pruning decision at the fewest stages whose estimated peak fits the budget on every rank.
     budget = a.budget_gib * 2**30
-    for s in [int(x) for x in a.stages.split(",")]:
+    w = None
+    for s in [] if large else [int(x) for x in a.stages.split(",")]:
         fits = {w: max(p["estimated_peak_bytes"] for p in estimate(a.binary, model, s, w, a.seq_len)) <= budget
                 for w in ("f32", "bf16")}
         w = "bf16" if fits["bf16"] else None
