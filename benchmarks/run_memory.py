@@ -50,6 +50,7 @@ def main():
     ap.add_argument("--windows", type=int, default=2)
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--stages", default="1,2,4")
+    ap.add_argument("--weights", default="f32,bf16", help="weight formats to run, comma-separated")
     ap.add_argument("--budget-gib", type=float, default=4.0, help="per-rank memory budget the prune run must fit")
     ap.add_argument("--out", default=os.path.join(ROOT, ".cache", "bench", "memory.json"))
     a = ap.parse_args()
@@ -73,7 +74,7 @@ def main():
     print("|---|---|---|---|---|---|---|")
     worst = 0.0
     for s in [int(x) for x in a.stages.split(",")]:
-        for w in ("f32", "bf16"):
+        for w in a.weights.split(","):
             plan = estimate(a.binary, model, s, w, a.seq_len)
             if large:
                 large_model.wait_for_memory(sum(p["estimated_peak_bytes"] for p in plan) + large_model.GIB // 2,
