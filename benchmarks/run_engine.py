@@ -540,11 +540,12 @@ def main():
         row = {"micro_batch": mb}
         for cmd, argv, fkey, _, _ in passes:
             secs, loss = [], None
+            if model_dir.endswith(".gguf"):
+                # The large model: each run waits until inspect's planned peak for this pass fits in what is free.
+                plan = large_model.inspect(binary, model_dir, 1, args.weights, t, mb)["plan"][0]
+                need = plan["estimated_forward_peak_bytes" if fkey == "forward" else "estimated_peak_bytes"]
             for r in range(args.runs):
                 if model_dir.endswith(".gguf"):
-                    # The large model: wait until inspect's planned peak for this pass fits in what is free.
-                    plan = large_model.inspect(binary, model_dir, 1, args.weights, t, mb)["plan"][0]
-                    need = plan["estimated_forward_peak_bytes" if fkey == "forward" else "estimated_peak_bytes"]
                     free = large_model.wait_for_memory(need + large_model.GIB // 2, f"engine {cmd}")
                     results["memory_available_gib"][f"engine {cmd} mb {mb} run {r + 1}"] = round(free / large_model.GIB, 1)
                 out = run_json([binary, *argv, *base, "--micro-batch", str(mb)])
