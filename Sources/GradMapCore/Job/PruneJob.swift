@@ -153,16 +153,30 @@ public final class PruneJob {
         var result = PruningResult(
             metric: options.layers == nil ? options.metric.rawValue : "given", command: config.command, seqLen: seqLen,
             seed: options.seed, matmul: config.engine.matmul, calibrationWindows: calibration, validationWindows: validation)
+        result.model = URL(fileURLWithPath: checkpoint.path).lastPathComponent
+        result.loadSeconds = elapsed(since: started)
         if let (_, windows) = heldOut { result.heldOut = HeldOutResult(windows: windows, seqLen: seqLen) }
-        func evaluate(_ label: String) throws {
+        // The progress lines' time left: every forward pass below is timed into the clock.
+        let clock = JobClock(plan: PrunePlan(
+            layers: checkpoint.config.layers, remove: options.layers?.count ?? options.remove, calibrationWindows: calibration.count,
+            validationWindows: validation.count, heldOutWindows: heldOut?.windows.count, compensation: options.compensateAt),
+            rate: ForwardRate(config: checkpoint.config, seqLen: seqLen))
+        let removed = { Set(0..<self.checkpoint.config.layers).subtracting(pruner.kept) }
+        func left(from step: JobStep) -> String { clock.left(from: step, removed: removed()) }
+        pruner.timeLeft = { clock.secondsLeft(from: .prunedLoss, removed: removed(), decisions: $0, secondsEach: $1) }
+        defer { pruner.timeLeft = nil }
+        func timedLoss() throws -> Double { try clock.time(windows: calibration.count, layers: pruner.kept.count) { try pruner.loss() }.0 }
+        func evaluate(_ label: String, then next: JobStep? = nil) throws {
             guard let (evalData, evalList) = heldOut else { return }
-            let t = DispatchTime.now()
             // The current model: the original before the decisions, then the pruned one.
-            let r = try pruner.pipeline.run(data: evalData, windows: evalList, microBatch: options.microBatch, pass: pruner.pass())
+            let (r, seconds) = try clock.time(windows: evalList.count, layers: pruner.kept.count) {
+                try pruner.pipeline.run(data: evalData, windows: evalList, microBatch: options.microBatch, pass: pruner.pass())
+            }
             result.heldOut?.record(label, r)
+            result.evaluationSeconds += seconds
             let (lo, hi) = meanInterval(r.windowLosses).expInterval
-            log(String(format: "held-out perplexity %@: %.3f [95%% %.3f, %.3f] (%d windows of %d tokens, %.1f s)", label, exp(r.loss),
-                       lo, hi, evalList.count, seqLen, elapsed(since: t)))
+            log(String(format: "held-out perplexity %@: %.3f [95%% %.3f, %.3f] (%d windows of %d tokens, %.1f s)%@", label, exp(r.loss),
+                       lo, hi, evalList.count, seqLen, seconds, next.map(left(from:)) ?? ""))
         }
         let output = PrunedOutput(out)
         if discardedJournal {
@@ -170,7 +184,7 @@ public final class PruneJob {
         }
         let journaled = try openJournal(output)
         if config.evaluateOriginal { try evaluate("original") }
-        result.calibLossOriginal = try pruner.loss()
+        result.calibLossOriginal = try timedLoss()
         log(String(format: "calibration: %d windows of %d tokens; loss %.6f (ppl %.3f) before pruning", calibration.count, seqLen,
                    result.calibLossOriginal, exp(result.calibLossOriginal)))
         let t0 = DispatchTime.now()
@@ -178,13 +192,16 @@ public final class PruneJob {
             if self.world.rank == 0 && options.layers == nil { try DecisionJournal.append(output.journal, d) }
         }
         result.scoringSeconds = elapsed(since: t0)
-        result.calibLossPruned = try pruner.loss()
-        log(String(format: "pruned: loss %.6f (ppl %.3f)", result.calibLossPruned, exp(result.calibLossPruned)))
-        try evaluate("pruned")
+        result.calibLossPruned = try timedLoss()
+        let next: JobStep? = options.compensateAt != nil ? .compensation : nil
+        log(String(format: "pruned: loss %.6f (ppl %.3f)%@", result.calibLossPruned, exp(result.calibLossPruned),
+                   heldOut != nil || next != nil ? left(from: .prunedEval) : ""))
+        try evaluate("pruned", then: next)
         let down = config.ggufDown ?? .f16
         let dtype = PrunedWriter.outputDType(checkpoint)
         let storage = output.storage(folder: dtype, down: down)
         let t1 = DispatchTime.now()
+        let evaluatedBefore = result.evaluationSeconds
         if let target = options.compensateAt {
             // The decisions are the same on every rank, so is this bad input: one line for the job.
             if case .layer(let j) = target {
@@ -193,19 +210,19 @@ public final class PruneJob {
             let comp = try pruner.compensate(target: target, storage: storage)
             result.compensation = comp
             if let j = comp.layer {
-                let loss = try pruner.loss()
+                let loss = try timedLoss()
                 result.calibLossCompensated = loss
-                log(String(format: "compensated at layer %d: loss %.6f (ppl %.3f)", j, loss, exp(loss)))
+                log(String(format: "compensated at layer %d: loss %.6f (ppl %.3f)%@", j, loss, exp(loss),
+                           heldOut != nil ? left(from: .compensatedEval) : ""))
                 try evaluate("compensated")
             } else {
                 log("compensation: no candidate lowered the validation loss; none applied")
             }
         }
-        result.compensationSeconds = elapsed(since: t1)
+        // The compensated model's held-out evaluation is evaluation time, not compensation's.
+        result.compensationSeconds = elapsed(since: t1) - (result.evaluationSeconds - evaluatedBefore)
         result.ranks = try pruner.pipeline.gatherRankStats()
         let t2 = DispatchTime.now()
-        let name = URL(fileURLWithPath: checkpoint.path).lastPathComponent
-        let title = "\(result.metric): \(result.decisions.count) of \(checkpoint.config.layers) layers removed from \(name)"
         try output.write(
             pipeline: pruner.pipeline, source: checkpoint, kept: pruner.kept, dtype: dtype, compensated: result.compensation?.layer,
             down: down, force: config.force
@@ -215,7 +232,7 @@ public final class PruneJob {
             result.totalSeconds = elapsed(since: self.started)
             return [
                 "pruning_report.json": Data(result.reportJSON.render(indent: 2).utf8),
-                "pruning_report.svg": Data(ScoreChart.svg(result, layers: self.checkpoint.config.layers, title: title).utf8),
+                "pruning_report.svg": Data(ReportSVG.svg(result).utf8),
             ]
         }
         if case .gguf = output {  // no report in a GGUF: its times are measured here, for --json

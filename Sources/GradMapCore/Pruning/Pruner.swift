@@ -55,6 +55,9 @@ public final class Pruner: @unchecked Sendable {
     var rng: SplitMix64
     /// Receives progress lines (the CLI prints them on rank 0).
     public var progress: ((String) -> Void)?
+    /// The job's seconds left after a decision, given the decisions left and their measured seconds each (the
+    /// job adds what follows them); nil: the decisions alone.
+    public var timeLeft: ((_ decisions: Int, _ secondsEach: Double) -> Double)?
 
     public init(
         pipeline: Pipeline<F>, data: TokenWindows, calibration: [Int], validation: [Int], options: PruneOptions
@@ -153,7 +156,8 @@ public final class Pruner: @unchecked Sendable {
             remove(layer)
             try completed?(d)
             let taken = d.step - done.count, now = elapsed()
-            let left = (now - scoredAt) / Double(taken) * Double(total - d.step)
+            let pace = (now - scoredAt) / Double(taken)
+            let left = timeLeft?(total - d.step, pace) ?? pace * Double(total - d.step)
             progress?(String(format: "decision %d/%d: removed layer %d (score %.6g)  elapsed %.1f s, ~%.0f s left",
                              d.step, total, layer, score, now, left))
         }

@@ -1,7 +1,7 @@
 // What a pruning job tells a person: one result (decisions, every layer's score at every decision,
 // compensation, losses, held-out perplexities, windows, timings, ranks), serialised once: `prune --json`
-// prints it and pruning_report.json holds it with the per-window held-out losses besides. A chart of the
-// scores goes beside it (ScoreChart).
+// prints it and pruning_report.json holds it with the per-window held-out losses besides. A picture of it
+// goes beside it (ReportSVG).
 import Foundation
 
 /// Held-out perplexities of the model at each stage of the job, on the same windows.
@@ -57,6 +57,8 @@ public struct PruningResult: Sendable {
     public var metric: String
     /// The command that ran the job, as typed (the front end's).
     public var command: String
+    /// The model's file or folder name (the picture's title).
+    public var model = ""
     public var seqLen: Int
     public var seed: UInt64
     public var matmul: MatmulPrecision
@@ -68,8 +70,13 @@ public struct PruningResult: Sendable {
     public var calibLossPruned = Double.nan
     public var calibLossCompensated: Double? = nil
     public var heldOut: HeldOutResult? = nil
+    /// Reading the model and the windows, loading the stages.
+    public var loadSeconds = 0.0
     public var scoringSeconds = 0.0
+    /// Fitting and folding, and the compensated calibration loss (not its held-out evaluation).
     public var compensationSeconds = 0.0
+    /// Every held-out evaluation.
+    public var evaluationSeconds = 0.0
     /// Writing the tensors (the report is written after them).
     public var writingSeconds = 0.0
     public var totalSeconds = 0.0
@@ -106,7 +113,8 @@ public struct PruningResult: Sendable {
                 ("compensated", calibLossCompensated.map { .double($0) } ?? .null),
             ])),
             ("seconds", .object([
-                ("scoring", .double(scoringSeconds)), ("compensation", .double(compensationSeconds)),
+                ("load", .double(loadSeconds)), ("scoring", .double(scoringSeconds)),
+                ("compensation", .double(compensationSeconds)), ("evaluation", .double(evaluationSeconds)),
                 ("writing", .double(writingSeconds)),
             ])),
             ("seq_len", .int(seqLen)), ("seed", .uint(seed)), ("matmul", .string(matmul.rawValue)),
