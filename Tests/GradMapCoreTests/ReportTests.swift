@@ -37,7 +37,11 @@ final class ReportTests: XCTestCase {
         let eval = PlannedPass(windows: 128, layers: 22), validation = PlannedPass(windows: 4, layers: 22)
         // Two runs of removed layers (12–17, 25–26): candidates ≤ 3 shifts + 2 layers after them, × 3 ridge factors.
         XCTAssertEqual(Compensation.autoCandidateBound(removed: removed, layers: 30, kept: 22), 5)
-        let compensation = [original, calib, original, calib] + [PlannedPass](repeating: validation, count: 1 + 5 * 3)
+        // The sums: layers 0–11 once, then 12–29 of the original (18) and the 10 kept of them, no lm_head; the
+        // validation sweep: the pruned model, then each of the 15 solutions over at most those 10 kept layers.
+        let sums = PlannedPass(windows: 32, layers: 12 + 18 + 10, head: false)
+        let solution = PlannedPass(windows: 4, layers: 10)
+        let compensation = [sums, validation] + [PlannedPass](repeating: solution, count: 5 * 3)
         XCTAssertEqual(plan.passes(from: .prunedLoss, removed: removed), [calib, eval] + compensation + [calib, eval])
         XCTAssertEqual(plan.passes(from: .compensation, removed: removed), compensation + [calib, eval])
         XCTAssertEqual(plan.passes(from: .compensatedEval, removed: removed), [eval])
@@ -61,10 +65,11 @@ final class ReportTests: XCTestCase {
         let plan = PrunePlan(layers: 8, remove: 3, calibrationWindows: 8, validationWindows: 1, heldOutWindows: nil, compensation: nil)
         XCTAssertEqual(plan.passes(from: .prunedLoss, removed: [2]), [PlannedPass(windows: 8, layers: 5)])
         XCTAssertEqual(plan.passes(from: .prunedEval, removed: [2, 3, 5]), [])
-        // A given layer or the largest shift: one candidate, no validation passes.
+        // A given layer or the largest shift: the sums alone, no validation passes; then the compensated loss.
         var shift = plan
         shift.compensation = .shift
-        XCTAssertEqual(shift.passes(from: .compensation, removed: [2, 3, 5]).count, 4 + 1)
+        XCTAssertEqual(shift.passes(from: .compensation, removed: [2, 3, 5]),
+                       [PlannedPass(windows: 8, layers: 2 + 6 + 3, head: false), PlannedPass(windows: 8, layers: 5)])
     }
 
     // MARK: the picture

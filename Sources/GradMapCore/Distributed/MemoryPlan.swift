@@ -26,19 +26,26 @@ public struct RankMemory: Sendable {
     /// The peak of a forward-only job on this placement (eval; prune with bi, angular, sleb or --layers): no
     /// gradients, no all-reduce, one micro-batch slot of activations without what the backward keeps.
     public let forwardPeakBytes: Int
-    /// What prune's compensation (Pruning/Compensation.swift) adds per candidate layer, on every rank: the
-    /// H×H sums Σ (y-u)zᵀ and Σ zzᵀ in Float64. --compensate-at auto has up to 3 + K candidate layers (the 3
-    /// largest shifts and the layer after each run of removed ones), a given layer 1; --no-compensate none.
+    /// What prune's compensation (Pruning/Compensation.swift, CompensationSweep.swift) adds per candidate
+    /// layer, on every rank: the H×H sums Σ (y-u)zᵀ and Σ zzᵀ in Float64. --compensate-at auto has up to 3 + K
+    /// candidate layers (the 3 largest shifts and the layer after each run of removed ones), a given layer 1;
+    /// --no-compensate none.
     public let compensationBytesPerCandidate: Int
-    /// Rank 0 solves and keeps every (layer, ridge) solution P, H×H Float64 (auto: 3 ridges per layer).
+    /// auto's validation sweep keeps, on the stage holding a candidate, the hidden state entering it for
+    /// each of the replica's validation windows: T×H floats per candidate per window.
+    public let compensationBytesPerCandidateWindow: Int
+    /// Per (layer, ridge) solution P: rank 0 solves it in Float64 and sends it as float32 (both held until
+    /// the sweep starts); a rank whose stage holds the layer keeps the float32 copy (counted on every rank:
+    /// which stage holds a candidate is known only once the shifts are).
     public let compensationBytesPerSolution: Int
-    /// Once per rank: a micro-batch of residuals and MLP outputs in Float64 and of y, the folded down_proj
-    /// with its saved copy (2·H·I floats) and P as floats; on rank 0 also the solver's two H×H Float64 copies.
+    /// Once per rank: the sums' forward (both models' hidden states in flight: 10 micro-batches of floats,
+    /// and residuals and MLP outputs in Float64), the folded down_proj with its saved copy (2·H·I floats);
+    /// on rank 0 also the solver's two H×H Float64 copies.
     public let compensationBaseBytes: Int
-    public func compensationBytes(candidates: Int, solutions: Int) -> Int {
+    public func compensationBytes(candidates: Int, solutions: Int, validationWindows: Int) -> Int {
         guard candidates > 0 else { return 0 }
-        return compensationBaseBytes + candidates * compensationBytesPerCandidate
-            + (placement.rank == 0 ? solutions * compensationBytesPerSolution : 0)
+        return compensationBaseBytes + candidates * (compensationBytesPerCandidate + validationWindows * compensationBytesPerCandidateWindow)
+            + solutions * compensationBytesPerSolution
     }
     /// FLOPs of this rank's layers per token: forward (matrix products, attention with its full T×T square,
     /// lm_head) and forward + backward (backward ≈ 2× forward, plus recomputing the attention scores).
@@ -89,9 +96,10 @@ public enum MemoryPlan {
                 gradientBytes: training ? elements * 4 : 0, activationBytes: act * 4,
                 forwardPeakBytes: held + forwardAct * 4 + forwardBF16 + RankMemory.baselineBytes,
                 compensationBytesPerCandidate: (2 * c.hidden * c.hidden + 2) * 8,
-                compensationBytesPerSolution: c.hidden * c.hidden * 8,
-                compensationBaseBytes: 2 * microBatch * seqLen * c.hidden * 8 + microBatch * r * seqLen * c.hidden * 4
-                    + 2 * c.hidden * c.intermediate * 4 + c.hidden * c.hidden * 4 + (p.rank == 0 ? 2 * c.hidden * c.hidden * 8 : 0),
+                compensationBytesPerCandidateWindow: seqLen * c.hidden * 4,
+                compensationBytesPerSolution: c.hidden * c.hidden * (p.rank == 0 ? 8 + 4 : 4),
+                compensationBaseBytes: 2 * microBatch * seqLen * c.hidden * 8 + 10 * microBatch * seqLen * c.hidden * 4
+                    + 2 * c.hidden * c.intermediate * 4 + (p.rank == 0 ? 2 * c.hidden * c.hidden * 8 : 0),
                 forwardFlopsPerToken: forward, decisionFlopsPerToken: decision,
                 bytesSentPerToken: boundaries * 4 * c.hidden, allReduceBytes: r > 1 ? 2 * (r - 1) * elements * 4 / r : 0)
         }

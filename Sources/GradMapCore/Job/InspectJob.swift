@@ -78,7 +78,8 @@ public struct InspectResult: Sendable {
                 ("bf16_scratch_bytes", .int(m.bf16ScratchBytes)),
                 ("estimated_peak_bytes", .int(m.peakBytes)), ("estimated_forward_peak_bytes", .int(m.forwardPeakBytes)),
                 ("compensation_bytes_per_candidate", .int(m.compensationBytesPerCandidate)),
-                ("compensation_bytes_per_solution", .int(m.placement.rank == 0 ? m.compensationBytesPerSolution : 0)),
+                ("compensation_bytes_per_candidate_window", .int(m.compensationBytesPerCandidateWindow)),
+                ("compensation_bytes_per_solution", .int(m.compensationBytesPerSolution)),
                 ("compensation_base_bytes", .int(m.compensationBaseBytes)),
                 ("decision_tflop", .double(m.decisionFlopsPerToken * tokensPerReplica / 1e12)),
                 ("bytes_sent_per_decision", .int(m.bytesSentPerToken * config.calibTokens / placement.replicas)),
@@ -114,7 +115,7 @@ public struct InspectResult: Sendable {
         }
         lines.append("E = embedding, H = final norm + lm_head (+ tied embedding copy); held = weights in memory (f32, or bf16 layers + one widened layer); peak = held + gradients (f32) + activations + all-reduce scratch (replicas) + BF16 copies of the largest product's inputs (bf16 products) + 40 MiB runtime; forward-only = the peak of eval, or of prune with a metric that needs no backward (bi, angular, sleb) or --layers: held + one micro-batch of forward activations + BF16 product scratch + 40 MiB")
         if let m = plan.first {
-            lines.append("prune's compensation adds on every rank \(mib(m.compensationBaseBytes)) MiB (rank 0; \(mib(plan.last!.compensationBaseBytes)) MiB on the others) + \(mib(m.compensationBytesPerCandidate)) MiB per candidate layer, and on rank 0 \(mib(m.compensationBytesPerSolution)) MiB per (layer, ridge) solution (--compensate-at auto: up to 3 + K layers × 3 ridges; a given layer: 1 × 1)")
+            lines.append("prune's compensation adds on every rank \(mib(m.compensationBaseBytes)) MiB (rank 0; \(mib(plan.last!.compensationBaseBytes)) MiB on the others) + \(mib(m.compensationBytesPerCandidate)) MiB per candidate layer (auto: + \(mib(m.compensationBytesPerCandidateWindow)) MiB per candidate per validation window of a replica) + \(mib(m.compensationBytesPerSolution)) MiB per (layer, ridge) solution on rank 0, \(mib(plan.last!.compensationBytesPerSolution)) MiB on the others (--compensate-at auto: up to 3 + K layers × 3 ridges; a given layer: 1 × 1)")
         }
         lines.append("")
         let tokens = tokensPerReplica

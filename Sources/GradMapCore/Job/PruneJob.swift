@@ -165,7 +165,9 @@ public final class PruneJob {
         func left(from step: JobStep) -> String { clock.left(from: step, removed: removed()) }
         pruner.timeLeft = { clock.secondsLeft(from: .prunedLoss, removed: removed(), decisions: $0, secondsEach: $1) }
         defer { pruner.timeLeft = nil }
-        func timedLoss() throws -> Double { try clock.time(windows: calibration.count, layers: pruner.kept.count) { try pruner.loss() }.0 }
+        func timedLoss(adding sums: HiddenSums? = nil) throws -> Double {
+            try clock.time(windows: calibration.count, layers: pruner.kept.count) { try pruner.loss(adding: sums) }.0
+        }
         func evaluate(_ label: String, then next: JobStep? = nil) throws {
             guard let (evalData, evalList) = heldOut else { return }
             // The current model: the original before the decisions, then the pruned one.
@@ -184,7 +186,9 @@ public final class PruneJob {
         }
         let journaled = try openJournal(output)
         if config.evaluateOriginal { try evaluate("original") }
-        result.calibLossOriginal = try timedLoss()
+        // The compensation's layer means come from the two calibration-loss passes the job runs anyway.
+        let means = options.compensateAt != nil ? CompensationMeans(checkpoint.config) : nil
+        result.calibLossOriginal = try timedLoss(adding: means?.original)
         log(String(format: "calibration: %d windows of %d tokens; loss %.6f (ppl %.3f) before pruning", calibration.count, seqLen,
                    result.calibLossOriginal, exp(result.calibLossOriginal)))
         let t0 = DispatchTime.now()
@@ -192,7 +196,7 @@ public final class PruneJob {
             if self.world.rank == 0 && options.layers == nil { try DecisionJournal.append(output.journal, d) }
         }
         result.scoringSeconds = elapsed(since: t0)
-        result.calibLossPruned = try timedLoss()
+        result.calibLossPruned = try timedLoss(adding: means?.pruned)
         let next: JobStep? = options.compensateAt != nil ? .compensation : nil
         log(String(format: "pruned: loss %.6f (ppl %.3f)%@", result.calibLossPruned, exp(result.calibLossPruned),
                    heldOut != nil || next != nil ? left(from: .prunedEval) : ""))
@@ -200,14 +204,16 @@ public final class PruneJob {
         let down = config.ggufDown ?? .f16
         let dtype = PrunedWriter.outputDType(checkpoint)
         let storage = output.storage(folder: dtype, down: down)
-        let t1 = DispatchTime.now()
-        let evaluatedBefore = result.evaluationSeconds
         if let target = options.compensateAt {
+            let t1 = DispatchTime.now()
             // The decisions are the same on every rank, so is this bad input: one line for the job.
             if case .layer(let j) = target {
                 try world.agree { guard pruner.kept.contains(j) else { throw bad(.compensateAt, j, "layer \(j) was removed") } }
             }
-            let comp = try pruner.compensate(target: target, storage: storage)
+            let comp = try pruner.compensate(target: target, storage: storage, means: means)
+            // Fitting and folding alone: the compensated model's calibration loss is a measurement, like the
+            // pruned one (neither is the compensation's or the scoring's), and its evaluation is evaluation.
+            result.compensationSeconds = elapsed(since: t1)
             result.compensation = comp
             if let j = comp.layer {
                 let loss = try timedLoss()
@@ -219,8 +225,6 @@ public final class PruneJob {
                 log("compensation: no candidate lowered the validation loss; none applied")
             }
         }
-        // The compensated model's held-out evaluation is evaluation time, not compensation's.
-        result.compensationSeconds = elapsed(since: t1) - (result.evaluationSeconds - evaluatedBefore)
         result.ranks = try pruner.pipeline.gatherRankStats()
         let t2 = DispatchTime.now()
         try output.write(

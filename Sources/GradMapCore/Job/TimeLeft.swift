@@ -9,12 +9,15 @@ import Foundation
 /// A forward pass the job has still to run.
 public struct PlannedPass: Sendable, Equatable {
     public let windows: Int
-    /// Decoder layers the pass runs.
+    /// Decoder layers the pass runs (a layer run for two models counts twice).
     public let layers: Int
+    /// Whether it ends in the lm_head (the compensation's sums do not).
+    public let head: Bool
 
-    public init(windows: Int, layers: Int) {
+    public init(windows: Int, layers: Int, head: Bool = true) {
         self.windows = windows
         self.layers = layers
+        self.head = head
     }
 }
 
@@ -60,10 +63,9 @@ public struct PrunePlan: Sendable, Equatable {
             case .prunedEval: out += eval
             case .compensation:
                 guard let target = compensation else { continue }
-                let candidates = target == .auto ? Compensation.autoCandidateBound(removed: removed, layers: layers, kept: kept) : 1
                 out += Compensation.plannedPasses(
                     target: target, calibrationWindows: calibrationWindows, validationWindows: validationWindows,
-                    layers: layers, kept: kept, candidates: candidates)
+                    layers: layers, removed: removed, kept: kept)
             case .compensatedLoss: if compensation != nil { out.append(calib) }
             case .compensatedEval: if compensation != nil { out += eval }
             }
@@ -95,7 +97,7 @@ public struct ForwardRate: Sendable, Equatable {
     }
 
     public func flops(_ p: PlannedPass) -> Double {
-        Double(p.windows * seqLen) * (Double(p.layers) * layerFlops + headFlops)
+        Double(p.windows * seqLen) * (Double(p.layers) * layerFlops + (p.head ? headFlops : 0))
     }
 
     /// A pass that took `seconds`.

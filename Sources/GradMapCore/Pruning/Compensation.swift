@@ -30,13 +30,17 @@ public struct CompensationReport: Sendable {
     public let candidates: [CompensationCandidate]
     /// Validation loss of the pruned model without compensation (auto only).
     public let baselineValidationLoss: Double?
+    /// Seconds of each part on rank 0: "shifts", "sums", "solve", "validation", "fold".
+    public var seconds: [(String, Double)] = []
 }
 
 extension Pruner {
     /// Fits and folds the compensation on the current (pruned) model. All ranks call it; the report is
     /// complete on rank 0.
-    public func compensate(target: CompensationTarget, storage: DType) throws -> CompensationReport {
-        try Compensation(self).run(target: target, storage: storage)
+    /// `means`: the layer sums the calibration-loss passes of the original and the pruned model collected
+    /// (nil: two passes of their own).
+    public func compensate(target: CompensationTarget, storage: DType, means: CompensationMeans? = nil) throws -> CompensationReport {
+        try Compensation(self, means: means).run(target: target, storage: storage, passes: .fromEnvironment)
     }
 }
 
@@ -57,11 +61,13 @@ public struct Compensation {
     let kept: Set<Int>
     let original: Pass
     let pruned: Pass
+    let means: CompensationMeans?
     var config: ModelConfig { pipeline.stage.config }
     var seqLen: Int { data.seqLen }
 
     /// On the pruner's current model, with its windows and options.
-    public init(_ p: Pruner) {
+    public init(_ p: Pruner, means: CompensationMeans? = nil) {
+        self.means = means
         pipeline = p.pipeline
         data = p.data
         calibration = p.calibration
@@ -76,24 +82,24 @@ public struct Compensation {
     /// Mean hidden state after every layer of `model`, [L × H] (zero rows for layers it lacks).
     func layerMeans(_ model: Pass) throws -> [Double] {
         let l = config.layers, h = config.hidden
-        var sums = [Double](repeating: 0, count: l * h)
-        _ = try pipeline.run(data: data, windows: calibration, microBatch: microBatch, pass: model, tap: { _, tap in
-            let base = tap.layer * h
-            for t in 0..<tap.rows {
-                let row = tap.out + t * h
-                for i in 0..<h { sums[base + i] += Double(row[i]) }
-            }
-        })
-        sums = try pipeline.world.allReduceSum(sums)
+        let sums = HiddenSums(layers: l, hidden: h)
+        _ = try pipeline.run(data: data, windows: calibration, microBatch: microBatch, pass: model, tap: { sums.add($1) })
+        return try means(sums)
+    }
+
+    /// The world's per-layer means from this rank's sums.
+    func means(_ sums: HiddenSums) throws -> [Double] {
         let tokens = Double(calibration.count * seqLen)
-        return sums.map { $0 / tokens }
+        return try pipeline.world.allReduceSum(sums.values).map { $0 / tokens }
     }
 
     /// σ_j = ||μ'_j - μ_j|| / ||μ_j|| for every kept layer j.
     public func meanShifts() throws -> [(Int, Double)] {
+        shifts(before: try layerMeans(original), after: try layerMeans(pruned))
+    }
+
+    func shifts(before: [Double], after: [Double]) -> [(Int, Double)] {
         let h = config.hidden
-        let before = try layerMeans(original)
-        let after = try layerMeans(pruned)
         return kept.sorted().map { j in
             var d = 0.0, n = 0.0
             for i in 0..<h {
@@ -129,6 +135,7 @@ public struct Compensation {
         var y = [Int: Buffer<F>]()
         for c in owned { y[c] = Buffer(count: chunk * t * h) }
         let rd = Buffer<Double>(count: microBatch * t * h), zd = Buffer<Double>(count: microBatch * t * h)
+        let yb = Buffer<F>(count: microBatch * t * h)
         var start = 0
         while start < calibration.count {
             let windows = Array(calibration[start..<min(start + chunk, calibration.count)])
@@ -139,38 +146,13 @@ public struct Compensation {
                     (store.pointer + position[w]! * t * h).update(from: tap.out + j * t * h, count: t * h)
                 }
             })
-            _ = try pipeline.run(data: data, windows: windows, microBatch: microBatch, pass: pruned, tap: { list, tap in
+            _ = try pipeline.run(data: data, windows: windows, microBatch: microBatch, pass: pruned, tap: { (list: ArraySlice<Int>, tap: LayerTap<F>) in
                 guard let store = y[tap.layer] else { return }
-                let params = pipeline.stage.params
-                let bias = params.spec("model.layers.\(tap.layer).mlp.down_proj.bias").map { params.value($0) }
-                let rows = tap.rows
-                var rr = 0.0, yy = 0.0
                 for (j, w) in list.enumerated() {
-                    let yw = store.pointer + position[w]! * t * h
-                    for e in 0..<(t * h) {
-                        let row = j * t * h + e
-                        let i = e % h
-                        // With a down bias b: h' = u + P·D·a + b, so the target of P·z is y - u - b.
-                        let u = Double(tap.u[row]) + (bias.map { Double($0[i]) } ?? 0)
-                        let yv = Double(yw[e])
-                        let r = yv - u
-                        rd[row] = r
-                        zd[row] = Double(tap.out[row]) - u
-                        rr += r * r; yy += yv * yv
-                    }
+                    let from: UnsafePointer<F> = UnsafePointer(store.pointer + position[w]! * t * h)
+                    (yb.pointer + j * t * h).update(from: from, count: t * h)
                 }
-                sums[tap.layer]!.withUnsafeMutableBufferPointer { s in
-                    let a = s.baseAddress!, b = s.baseAddress! + hh
-                    // Single-threaded, as every OpenBLAS call of the compensation: the sums' order then does
-                    // not depend on the rank's thread count (README, "What is the same for any split").
-                    // 2·H²·rows flops per micro-batch, small against the layers' forward.
-                    BLASRuntime.singleThreaded {
-                        Double.gemm(true, false, h, h, rows, 1, rd.pointer, h, zd.pointer, h, 1, a, h)
-                        Double.gemm(true, false, h, h, rows, 1, zd.pointer, h, zd.pointer, h, 1, b, h)
-                    }
-                    s[2 * hh] += rr
-                    s[2 * hh + 1] += yy
-                }
+                self.addSums(&sums[tap.layer]!, tap: tap, y: yb.pointer, rd: rd, zd: zd)
             })
             start += chunk
         }
@@ -178,6 +160,39 @@ public struct Compensation {
             try sums[c]!.withUnsafeMutableBufferPointer { try pipeline.world.reduceSum($0.baseAddress!, count: width, root: 0) }
         }
         return sums
+    }
+
+    /// Adds one micro-batch's terms at a candidate layer to its sums: the pruned model's u and output at the
+    /// layer (`tap`) against the original model's output y there, [rows × H]. rd and zd: Float64 scratch
+    /// of rows × H.
+    func addSums(_ sums: inout [Double], tap: LayerTap<F>, y: UnsafePointer<F>, rd: Buffer<Double>, zd: Buffer<Double>) {
+        let h = config.hidden, hh = h * h
+        let params = pipeline.stage.params
+        let bias = params.spec("model.layers.\(tap.layer).mlp.down_proj.bias").map { params.value($0) }
+        let rows = tap.rows
+        var rr = 0.0, yy = 0.0
+        for row in 0..<(rows * h) {
+            let i = row % h
+            // With a down bias b: h' = u + P·D·a + b, so the target of P·z is y - u - b.
+            let u = Double(tap.u[row]) + (bias.map { Double($0[i]) } ?? 0)
+            let yv = Double(y[row])
+            let r = yv - u
+            rd[row] = r
+            zd[row] = Double(tap.out[row]) - u
+            rr += r * r; yy += yv * yv
+        }
+        sums.withUnsafeMutableBufferPointer { s in
+            let a = s.baseAddress!, b = s.baseAddress! + hh
+            // Single-threaded, as every OpenBLAS call of the compensation: the sums' order then does
+            // not depend on the rank's thread count (README, "What is the same for any split").
+            // 2·H²·rows flops per micro-batch, small against the layers' forward.
+            BLASRuntime.singleThreaded {
+                Double.gemm(true, false, h, h, rows, 1, rd.pointer, h, zd.pointer, h, 1, a, h)
+                Double.gemm(true, false, h, h, rows, 1, zd.pointer, h, zd.pointer, h, 1, b, h)
+            }
+            s[2 * hh] += rr
+            s[2 * hh + 1] += yy
+        }
     }
 
     /// Solves P for one candidate's sums and ridge factor α (rank 0). Raises α tenfold while the system is
@@ -237,10 +252,21 @@ public struct Compensation {
     /// Returns the previous D (to undo), or nil on ranks without layer j.
     @discardableResult
     func fold(_ p: [Double], layer j: Int, storage: DType) throws -> [F]? {
+        fold(received: try broadcast([p])[0], layer: j, storage: storage)
+    }
+
+    /// Each P of rank 0's list in float32 on every rank (the others pass as many empty ones).
+    func broadcast(_ ps: [[Double]]) throws -> [[F]] {
+        let hh = config.hidden * config.hidden
+        var pf = [F](repeating: 0, count: ps.count * hh)
+        for (k, p) in ps.enumerated() where p.count == hh { for e in 0..<hh { pf[k * hh + e] = F(p[e]) } }
+        try pf.withUnsafeMutableBufferPointer { try pipeline.world.broadcast($0.baseAddress!, count: ps.count * hh, root: 0) }
+        return (0..<ps.count).map { Array(pf[($0 * hh)..<(($0 + 1) * hh)]) }
+    }
+
+    /// The fold on this rank, with P already here; no communication.
+    func fold(received pf: [F], layer j: Int, storage: DType) -> [F]? {
         let h = config.hidden, i = config.intermediate
-        var pf = p.map { F($0) }
-        if pf.count != h * h { pf = [F](repeating: 0, count: h * h) }
-        try pf.withUnsafeMutableBufferPointer { try pipeline.world.broadcast($0.baseAddress!, count: h * h, root: 0) }
         let params = pipeline.stage.params
         let name = "model.layers.\(j).mlp.down_proj.weight"
         guard params.spec(name) != nil else { return nil }
@@ -267,10 +293,30 @@ public struct Compensation {
         try pipeline.run(data: data, windows: validation, microBatch: microBatch, pass: pruned).loss
     }
 
-    /// Fits and folds the compensation. All ranks call it; the report is complete on rank 0.
-    public func run(target: CompensationTarget, storage: DType) throws -> CompensationReport {
+    /// The baseline validation loss and each solution's (folded at its layer), one pass each.
+    func separateValidation(layers: [Int], solutions: [[Double]], storage: DType) throws -> (Double, [Double]) {
+        let baseline = try validationLoss()
+        let losses = try layers.indices.map { k in
+            let old = try fold(solutions[k], layer: layers[k], storage: storage)
+            defer { restore(old, layer: layers[k]) }
+            return try validationLoss()
+        }
+        return (baseline, losses)
+    }
+
+    /// Fits and folds the compensation. All ranks call it; the report is complete on rank 0. `passes`: the
+    /// shared ones (CompensationSweep.swift, the job's) or each part's own (the reference they are checked
+    /// against: the same bits).
+    public func run(target: CompensationTarget, storage: DType, passes: CompensationPasses = .shared) throws -> CompensationReport {
         let h = config.hidden
-        let shifts = try meanShifts()
+        var clock = PartClock()
+        let shifts: [(Int, Double)]
+        if passes == .shared, let means {
+            shifts = self.shifts(before: try self.means(means.original), after: try self.means(means.pruned))
+        } else {
+            shifts = try meanShifts()
+        }
+        clock.lap("shifts")
         let candidates: [Int]
         let alphas: [Double]
         switch target {
@@ -285,7 +331,8 @@ public struct Compensation {
             candidates = autoCandidates(shifts)
             alphas = [1e-2, 1e-1, 1]
         }
-        let sums = try self.sums(candidates)
+        let sums = passes == .shared ? try sharedSums(candidates) : try self.sums(candidates)
+        clock.lap("sums")
         let root = pipeline.world.rank == 0
         var results: [CompensationCandidate] = []
         var solutions: [[Double]] = []
@@ -304,29 +351,35 @@ public struct Compensation {
                 solutions.append(p)
             }
         }
+        clock.lap("solve")
         var chosen: Int? = 0
         var baseline: Double? = nil
         if target == .auto {
-            baseline = try validationLoss()
+            let layers = results.map(\.layer)
+            let (base, losses) = passes == .shared
+                ? try validationSweep(layers: layers, solutions: solutions, storage: storage)
+                : try separateValidation(layers: layers, solutions: solutions, storage: storage)
+            baseline = base
             for k in results.indices {
-                let old = try fold(solutions[k], layer: results[k].layer, storage: storage)
-                let v = try validationLoss()
-                restore(old, layer: results[k].layer)
                 let r = results[k]
-                results[k] = CompensationCandidate(layer: r.layer, alpha: r.alpha, lambda: r.lambda, validationLoss: v, reconBefore: r.reconBefore, reconAfter: r.reconAfter)
+                results[k] = CompensationCandidate(layer: r.layer, alpha: r.alpha, lambda: r.lambda, validationLoss: losses[k], reconBefore: r.reconBefore, reconAfter: r.reconAfter)
             }
             // Every rank computed the same losses; pick the lowest, or none when nothing beats the baseline by
             // more than float32 rounding: a near-identity P (no shift to undo) moves the loss by ~1e-8 relative
             // either way, and folding it would change the tensors for nothing.
             let best = results.indices.min { (results[$0].validationLoss!, $0) < (results[$1].validationLoss!, $1) }!
             chosen = results[best].validationLoss! < baseline! * (1 - Compensation.minimumGain) ? best : nil
+            clock.lap("validation")
         }
         if let k = chosen { try fold(solutions[k], layer: results[k].layer, storage: storage) }
+        clock.lap("fold")
         let pick = chosen.map { results[$0] }
-        return CompensationReport(
+        var report = CompensationReport(
             layer: pick?.layer, shifts: shifts, reconBefore: pick?.reconBefore ?? .nan, reconAfter: pick?.reconAfter ?? .nan,
             alpha: pick?.alpha ?? .nan, lambda: pick?.lambda ?? .nan, ridgeRaised: raisedAny, candidates: results,
             baselineValidationLoss: baseline)
+        report.seconds = clock.laps
+        return report
     }
 }
 

@@ -73,7 +73,7 @@ public struct PruningResult: Sendable {
     /// Reading the model and the windows, loading the stages.
     public var loadSeconds = 0.0
     public var scoringSeconds = 0.0
-    /// Fitting and folding, and the compensated calibration loss (not its held-out evaluation).
+    /// Fitting and folding (Compensation.run): not the compensated calibration loss, nor its evaluation.
     public var compensationSeconds = 0.0
     /// Every held-out evaluation.
     public var evaluationSeconds = 0.0
@@ -136,6 +136,7 @@ public struct PruningResult: Sendable {
             ("alpha", PruningResult.number(c.alpha)), ("lambda", PruningResult.number(c.lambda)),
             ("ridge_raised", .bool(c.ridgeRaised)),
             ("baseline_validation_loss", c.baselineValidationLoss.map { .double($0) } ?? .null),
+            ("seconds", .object(c.seconds.map { ($0.0, .double($0.1)) })),
             ("candidates", .array(c.candidates.map { k in
                 .object([
                     ("layer", .int(k.layer)), ("alpha", .double(k.alpha)), ("lambda", .double(k.lambda)),

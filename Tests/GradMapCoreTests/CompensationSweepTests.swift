@@ -1,0 +1,65 @@
+// The compensation's shared passes (CompensationSweep.swift: layer means from the job's calibration-loss
+// passes, the H×H sums from one forward that runs the shared prefix once, the auto choice's validation
+// losses from one sweep) against each part's own passes (GRADMAP_COMPENSATION_PASSES=separate), as whole
+// jobs of the release binary under every split: the same floats are computed by the same calls on the same
+// inputs, so everything the job reports (shifts, every candidate's λ, reconstruction errors and validation
+// loss, the choice, the losses) and every written tensor must be the same bits, not merely close.
+import Foundation
+import XCTest
+
+@testable import GradMapCore
+
+final class CompensationSweepTests: XCTestCase {
+    /// The report without what may differ between two runs of one job: wall seconds and the command line.
+    func comparable(_ o: [String: Any]) -> NSDictionary {
+        var o = o
+        for key in ["command", "seconds", "total_seconds", "ranks"] { o[key] = nil }
+        o["decisions"] = (o["decisions"] as! [[String: Any]]).map { $0.filter { $0.key != "seconds" } }
+        if var detail = o["compensation_detail"] as? [String: Any] {
+            detail["seconds"] = nil
+            o["compensation_detail"] = detail
+        }
+        return o as NSDictionary
+    }
+
+    func check(_ model: String, _ extra: [String], microBatch: Int = 2, _ label: String) throws -> [[String: Any]] {
+        let args = ["--model", model, "--tokens", model + "/tokens.bin", "--seq-len", "16", "--calib-windows", "7",
+                    "--validation-windows", "3", "--micro-batch", "\(microBatch)"] + extra
+        var shared: [[String: Any]] = []
+        for (np, stages) in everySplit {
+            let (a, aOut) = try prune(np, stages: stages, args)
+            let (b, bOut) = try prune(np, stages: stages, args, env: ["GRADMAP_COMPENSATION_PASSES": "separate"])
+            let tag = "\(label) np=\(np) S=\(stages)"
+            XCTAssertEqual(comparable(a), comparable(b), "\(tag): the reports differ")
+            try assertSameTensors(aOut, bOut, tag)
+            shared.append(a)
+        }
+        return shared
+    }
+
+    /// auto on two removal patterns: [2, 3, 5] (two runs, removed layers on stage 0 of 2, candidates on both
+    /// stages) and [5, 6] (stage 0 identical in both models: the shared prefix is a whole stage). 7 calibration
+    /// windows in micro-batches of 2 (a short last one, split unevenly over replicas), 3 validation windows.
+    func testAutoChoiceIsTheSameWithSharedPasses() throws {
+        try requireReleaseBinary()
+        let model = try makeModel(layers: 8, seed: 41, hidden: 32)
+        for layers in ["2,3,5", "5,6"] {
+            let runs = try check(model, ["--layers", layers, "--compensate-at", "auto"], "auto --layers \(layers)")
+            // The auto choice weighed several candidates, each at three ridge factors, and some compensation won.
+            let detail = runs[0]["compensation_detail"] as! [String: Any]
+            let candidates = detail["candidates"] as! [[String: Any]]
+            XCTAssertGreaterThanOrEqual(Set(candidates.map { $0["layer"] as! Int }).count, 3, layers)
+            XCTAssertEqual(candidates.count % 3, 0, layers)
+        }
+    }
+
+    /// The largest shift and a given layer: the sums alone, with --activations recompute (the stage's
+    /// internals kept per layer differently) and with micro-batches of one.
+    func testShiftAndGivenLayerAreTheSameWithSharedPasses() throws {
+        try requireReleaseBinary()
+        let model = try makeModel(layers: 8, seed: 43, hidden: 32)
+        _ = try check(model, ["--layers", "2,3,5", "--compensate-at", "shift"], "shift")
+        _ = try check(model, ["--layers", "2,3,5", "--compensate-at", "4", "--activations", "recompute"], "layer 4")
+        _ = try check(model, ["--layers", "1,6", "--compensate-at", "7"], microBatch: 1, "layer 7, micro-batch 1")
+    }
+}
