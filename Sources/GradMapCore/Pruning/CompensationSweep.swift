@@ -32,11 +32,16 @@ public final class HiddenSums: @unchecked Sendable {
         values = [Double](repeating: 0, count: layers * hidden)
     }
 
+    /// Runs inside every calibration-loss pass of a compensated job: one pointer for the whole layer's rows
+    /// (not an exclusivity-checked array access per element); the same additions in the same order.
     func add(_ tap: LayerTap<Float>) {
         let h = hidden, base = tap.layer * h
-        for t in 0..<tap.rows {
-            let row = tap.out + t * h
-            for i in 0..<h { values[base + i] += Double(row[i]) }
+        values.withUnsafeMutableBufferPointer { v in
+            let sums = v.baseAddress! + base
+            for t in 0..<tap.rows {
+                let row = tap.out + t * h
+                for i in 0..<h { sums[i] += Double(row[i]) }
+            }
         }
     }
 }
