@@ -37,19 +37,25 @@ final class CompensationSweepTests: XCTestCase {
         return shared
     }
 
-    /// auto on two removal patterns: [2, 3, 5] (two runs, removed layers on stage 0 of 2, candidates on both
-    /// stages) and [5, 6] (stage 0 identical in both models: the shared prefix is a whole stage). 7 calibration
-    /// windows in micro-batches of 2 (a short last one, split unevenly over replicas), 3 validation windows.
+    /// auto on three removal patterns: [2, 3, 5] (two runs, removed layers on stage 0 of 2, candidates on both
+    /// stages), [2, 3, 4] (a run across the stage boundary; the only one of the three where a solution's gain
+    /// is clear of its interval, so something is folded) and [5, 6] (stage 0 identical in both models: the
+    /// shared prefix is a whole stage). 7 calibration windows in micro-batches of 2 (a short last one, split
+    /// unevenly over replicas), 3 validation windows. The reports compared include every validation window's
+    /// loss of every solution: what the choice weighs, bit for bit.
     func testAutoChoiceIsTheSameWithSharedPasses() throws {
         try requireReleaseBinary()
         let model = try makeModel(layers: 8, seed: 41, hidden: 32)
-        for layers in ["2,3,5", "5,6"] {
+        for layers in ["2,3,5", "2,3,4", "5,6"] {
             let runs = try check(model, ["--layers", layers, "--compensate-at", "auto"], "auto --layers \(layers)")
-            // The auto choice weighed several candidates, each at three ridge factors, and some compensation won.
+            // The auto choice weighed several candidates, each at three ridge factors, on every window.
             let detail = runs[0]["compensation_detail"] as! [String: Any]
             let candidates = detail["candidates"] as! [[String: Any]]
             XCTAssertGreaterThanOrEqual(Set(candidates.map { $0["layer"] as! Int }).count, 3, layers)
             XCTAssertEqual(candidates.count % 3, 0, layers)
+            XCTAssertEqual((detail["baseline_validation_window_losses"] as? [Double])?.count, 3, layers)
+            for c in candidates { XCTAssertEqual((c["validation_window_losses"] as? [Double])?.count, 3, layers) }
+            if layers == "2,3,4" { XCTAssertNotNil(detail["chosen_layer"] as? Int, "\(layers): nothing was folded") }
         }
     }
 

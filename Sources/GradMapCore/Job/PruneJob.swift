@@ -222,7 +222,7 @@ public final class PruneJob {
                            heldOut != nil ? left(from: .compensatedEval) : ""))
                 try evaluate("compensated")
             } else {
-                log("compensation: no candidate lowered the validation loss; none applied")
+                log("compensation: no candidate lowered the validation loss beyond its 95 % interval; none applied")
             }
         }
         result.ranks = try pruner.pipeline.gatherRankStats()

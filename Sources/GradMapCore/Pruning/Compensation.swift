@@ -14,6 +14,8 @@ public struct CompensationCandidate: Sendable {
     public let validationLoss: Double?
     public let reconBefore: Double
     public let reconAfter: Double
+    /// Each validation window's loss with this solution folded (auto only): what the choice weighed.
+    public var validationWindowLosses: [Double]? = nil
 }
 
 public struct CompensationReport: Sendable {
@@ -28,8 +30,9 @@ public struct CompensationReport: Sendable {
     public let lambda: Double
     public let ridgeRaised: Bool
     public let candidates: [CompensationCandidate]
-    /// Validation loss of the pruned model without compensation (auto only).
+    /// Validation loss of the pruned model without compensation (auto only), and per window.
     public let baselineValidationLoss: Double?
+    public var baselineValidationWindowLosses: [Double]? = nil
     /// Seconds of each part on rank 0: "shifts", "sums", "solve", "validation", "fold".
     public var seconds: [(String, Double)] = []
 }
@@ -47,9 +50,6 @@ extension Pruner {
 /// The compensation of one pruned model: it compares the pruned model (the kept layers) with the original
 /// (every layer), both named by their passes, and folds P into the chosen layer's down_proj in place.
 public struct Compensation {
-    /// The relative validation-loss gain an auto candidate must exceed to be applied (1e-6: far above the
-    /// ~1e-8 a no-op fold moves the loss by rounding, far below any compensation worth having).
-    static let minimumGain = 1e-6
     public typealias F = Float
     let pipeline: Pipeline<F>
     let data: TokenWindows
@@ -288,20 +288,21 @@ public struct Compensation {
         pipeline.stage.params.store(name, from: old)
     }
 
-    /// Mean NLL of the pruned model (as folded so far) on the validation windows; forward only.
-    func validationLoss() throws -> Double {
-        try pipeline.run(data: data, windows: validation, microBatch: microBatch, pass: pruned).loss
+    /// The pruned model's (as folded so far) losses on the validation windows; forward only.
+    func validationLoss() throws -> LossResult {
+        try pipeline.run(data: data, windows: validation, microBatch: microBatch, pass: pruned)
     }
 
-    /// The baseline validation loss and each solution's (folded at its layer), one pass each.
-    func separateValidation(layers: [Int], solutions: [[Double]], storage: DType) throws -> (Double, [Double]) {
+    /// The baseline validation losses and each solution's (folded at its layer), one pass each.
+    func separateValidation(layers: [Int], solutions: [[Double]], storage: DType) throws -> ValidationLosses {
         let baseline = try validationLoss()
         let losses = try layers.indices.map { k in
             let old = try fold(solutions[k], layer: layers[k], storage: storage)
             defer { restore(old, layer: layers[k]) }
             return try validationLoss()
         }
-        return (baseline, losses)
+        return ValidationLosses(baseline: baseline.windowLosses, solutions: losses.map(\.windowLosses),
+                                baselineMean: baseline.loss, solutionMeans: losses.map(\.loss))
     }
 
     /// Fits and folds the compensation. All ranks call it; the report is complete on rank 0. `passes`: the
@@ -329,7 +330,7 @@ public struct Compensation {
             alphas = [ridge]
         case .auto:
             candidates = autoCandidates(shifts)
-            alphas = [1e-2, 1e-1, 1]
+            alphas = CompensationChoice.ridgeFactors
         }
         let sums = passes == .shared ? try sharedSums(candidates) : try self.sums(candidates)
         clock.lap("sums")
@@ -354,21 +355,20 @@ public struct Compensation {
         clock.lap("solve")
         var chosen: Int? = 0
         var baseline: Double? = nil
+        var baselineWindows: [Double]? = nil
         if target == .auto {
             let layers = results.map(\.layer)
-            let (base, losses) = passes == .shared
+            let losses = passes == .shared
                 ? try validationSweep(layers: layers, solutions: solutions, storage: storage)
                 : try separateValidation(layers: layers, solutions: solutions, storage: storage)
-            baseline = base
+            baseline = losses.baselineMean
             for k in results.indices {
                 let r = results[k]
-                results[k] = CompensationCandidate(layer: r.layer, alpha: r.alpha, lambda: r.lambda, validationLoss: losses[k], reconBefore: r.reconBefore, reconAfter: r.reconAfter)
+                results[k] = CompensationCandidate(layer: r.layer, alpha: r.alpha, lambda: r.lambda, validationLoss: losses.solutionMeans[k], reconBefore: r.reconBefore, reconAfter: r.reconAfter, validationWindowLosses: losses.solutions[k])
             }
-            // Every rank computed the same losses; pick the lowest, or none when nothing beats the baseline by
-            // more than float32 rounding: a near-identity P (no shift to undo) moves the loss by ~1e-8 relative
-            // either way, and folding it would change the tensors for nothing.
-            let best = results.indices.min { (results[$0].validationLoss!, $0) < (results[$1].validationLoss!, $1) }!
-            chosen = results[best].validationLoss! < baseline! * (1 - Compensation.minimumGain) ? best : nil
+            baselineWindows = losses.baseline
+            // Every rank computed the same losses, so every rank makes the same choice.
+            chosen = CompensationChoice.choose(losses, ridges: results.map(\.alpha))
             clock.lap("validation")
         }
         if let k = chosen { try fold(solutions[k], layer: results[k].layer, storage: storage) }
@@ -378,6 +378,7 @@ public struct Compensation {
             layer: pick?.layer, shifts: shifts, reconBefore: pick?.reconBefore ?? .nan, reconAfter: pick?.reconAfter ?? .nan,
             alpha: pick?.alpha ?? .nan, lambda: pick?.lambda ?? .nan, ridgeRaised: raisedAny, candidates: results,
             baselineValidationLoss: baseline)
+        report.baselineValidationWindowLosses = baselineWindows
         report.seconds = clock.laps
         return report
     }

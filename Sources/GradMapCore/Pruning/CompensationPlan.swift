@@ -3,7 +3,7 @@
 
 extension Compensation {
     /// The ridge factors the auto compensation tries per candidate layer (run()'s).
-    static let autoRidgeFactors = 3
+    static var autoRidgeFactors: Int { CompensationChoice.ridgeFactors.count }
 
     /// run()'s passes with the shared passes: none for the mean shifts (the calibration losses' passes take
     /// them); one over the calibration windows for the sums, running the layers before the first removed one

@@ -183,7 +183,7 @@ extension Compensation {
     /// layer to the stage's end from the kept inputs, P taken out again; later stages run their layers on
     /// what they receive; the last takes the loss. Earlier stages have nothing to do for that solution.
     /// Each P reaches the ranks holding its layer from rank 0 before the sweep (distribute).
-    func validationSweep(layers: [Int], solutions: [[Double]], storage: DType) throws -> (Double, [Double]) {
+    func validationSweep(layers: [Int], solutions: [[Double]], storage: DType) throws -> ValidationLosses {
         let stage = pipeline.stage, pipe = pipeline.pipe
         let t = seqLen, h = config.hidden
         let s = pipeline.me.stage, stages = pipeline.placement.stages
@@ -261,9 +261,12 @@ extension Compensation {
             }
         }
         for r in sends { try r?.wait() }
-        let totals = try nll.totals(over: pipeline.world)
+        let (table, totals) = try nll.reduced(over: pipeline.world)
         let predictions = Double(validation.count * (t - 1))
-        return (totals[0] / predictions, totals.dropFirst().map { $0 / predictions })
+        let v = validation.count
+        let rows = (0...layers.count).map { r in (0..<v).map { table[r * v + $0] / Double(t - 1) } }
+        return ValidationLosses(baseline: rows[0], solutions: Array(rows.dropFirst()),
+                                baselineMean: totals[0] / predictions, solutionMeans: totals.dropFirst().map { $0 / predictions })
     }
 
     /// Each solution in float32 on the ranks whose stage holds its layer (one per replica), before the sweep:

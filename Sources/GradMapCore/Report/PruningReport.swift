@@ -136,11 +136,13 @@ public struct PruningResult: Sendable {
             ("alpha", PruningResult.number(c.alpha)), ("lambda", PruningResult.number(c.lambda)),
             ("ridge_raised", .bool(c.ridgeRaised)),
             ("baseline_validation_loss", c.baselineValidationLoss.map { .double($0) } ?? .null),
+            ("baseline_validation_window_losses", c.baselineValidationWindowLosses.map { .array($0.map { .double($0) }) } ?? .null),
             ("seconds", .object(c.seconds.map { ($0.0, .double($0.1)) })),
             ("candidates", .array(c.candidates.map { k in
                 .object([
                     ("layer", .int(k.layer)), ("alpha", .double(k.alpha)), ("lambda", .double(k.lambda)),
                     ("validation_loss", k.validationLoss.map { .double($0) } ?? .null),
+                    ("validation_window_losses", k.validationWindowLosses.map { .array($0.map { .double($0) }) } ?? .null),
                     ("recon_error_before", PruningResult.number(k.reconBefore)),
                     ("recon_error_after", PruningResult.number(k.reconAfter)),
                 ])
