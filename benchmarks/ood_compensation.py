@@ -8,12 +8,17 @@ holds N windows of the Wikipedia evaluation articles followed by N windows of ne
 evenly over its stream. The report's per-window losses are split by domain, and the paired 95 % interval of
 (compensated - pruned) is computed per domain (the Perplexity protocol of docs/method.md).
 
-Besides the default choice rule (`auto`), a reference run per job applies the lowest-validation-loss
-candidate of the same job's candidates (`--layers` the job's removed layers, `--compensate-at` that layer,
-`--ridge` its alpha): the rule without the intervals and the preference for strong ridges.
+The job's report holds every candidate solution's loss on every validation window, so the choice of other
+rules can be made here from the same numbers; each solution another rule would fold is then folded on the
+same pruned model (`--layers` the job's removed layers, `--compensate-at` its layer, `--ridge` its alpha) and
+evaluated the same way. Rules (method.md stage 2 step 5 states the tool's):
+  lowest       the lowest mean validation loss, folded if below the uncompensated one (the rule before)
+  interval     the tool's: among the solutions whose paired 95 % interval against the best reaches 0, the
+               largest alpha; folded only if its interval against the uncompensated model is below 0
+  layer-first  the best's layer, then the largest alpha at that layer tied with the best; the same fold test
 
     python3 benchmarks/ood_compensation.py [--bin .build/release/gradmap-dist] [--np 2] [--metrics bi,taylor,fisher,gradmap]
-        [--remove 4,8,11] [--calib-windows 16] [--windows 64] [--preset smollm2|qwen1.5b] [--no-reference]
+        [--remove 4,8,11] [--calib-windows 16] [--windows 64] [--preset smollm2|qwen1.5b]
 
 Resumable: each job's report is kept in .cache/bench/ood/<preset>/ and reused. Prints a Markdown table.
 """
@@ -21,11 +26,12 @@ import argparse
 import json
 import math
 import os
-import platform
 import statistics
 import struct
 import subprocess
 import sys
+
+from compensation_time import cpu_name  # this folder's scripts share it
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CACHE = os.environ.get("GRADMAP_CACHE", os.path.join(ROOT, ".cache"))
@@ -36,14 +42,6 @@ PRESETS = {
 }
 SEQ = 256
 Z975 = statistics.NormalDist().inv_cdf(0.975)
-
-
-def cpu_name():
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def paired(a, b):
@@ -88,12 +86,40 @@ def run(binary, np_, args, out):
         return json.load(f)
 
 
-def by_domain(report, n):
-    """(pruned, compensated) per-window losses per domain; compensated = pruned when nothing was folded."""
+def by_domain(report, n, folded):
+    """(pruned, compensated) per-window losses per domain; compensated = pruned when nothing is folded."""
     w = report["eval"]["window_losses"]
     pruned = w["pruned"]
-    comp = w.get("compensated", pruned)
+    comp = w["compensated"] if folded else pruned
     return {"wiki": (pruned[:n], comp[:n]), "news": (pruned[n:], comp[n:])}
+
+
+RULES = ["lowest", "interval", "layer-first"]
+MINIMUM_GAIN = 1e-6
+
+
+def choose(detail, rule):
+    """(layer, alpha) the rule folds, or None, from the report's validation losses (per window)."""
+    cands = detail["candidates"]
+    base_w = detail["baseline_validation_window_losses"]
+    base = detail["baseline_validation_loss"]
+    means = [c["validation_loss"] for c in cands]
+    best = min(range(len(cands)), key=lambda i: (means[i], i))
+    if rule == "lowest":
+        pick = best
+    else:
+        ws = [c["validation_window_losses"] for c in cands]
+        spread = len(base_w) >= 2
+        tied = [i for i in range(len(cands))
+                if (paired(ws[best], ws[i])[1] <= 0 if spread else means[i] == means[best])]
+        if rule == "layer-first":
+            tied = [i for i in tied if cands[i]["layer"] == cands[best]["layer"]]
+        pick = max(tied, key=lambda i: (cands[i]["alpha"], -means[i], -i))
+        if spread and not paired(base_w, ws[pick])[2] < 0:
+            return None
+    if not means[pick] < base * (1 - MINIMUM_GAIN):
+        return None
+    return cands[pick]["layer"], cands[pick]["alpha"]
 
 
 def main():
@@ -105,7 +131,6 @@ def main():
     p.add_argument("--calib-windows", type=int, default=16)
     p.add_argument("--windows", type=int, default=64, help="held-out windows per domain")
     p.add_argument("--preset", default="smollm2", choices=sorted(PRESETS))
-    p.add_argument("--no-reference", action="store_true", help="skip the lowest-validation-loss reference runs")
     args = p.parse_args()
     preset = PRESETS[args.preset]
     model = os.path.join(ASSETS, preset["model"])
@@ -130,37 +155,47 @@ def main():
             tag = f"{metric}-K{k}-c{args.calib_windows}-w{args.windows}"
             auto = run(args.bin, args.np, common + ["--metric", metric, "--remove", str(k)], os.path.join(work, tag))
             detail = auto["compensation_detail"]
-            cands = detail["candidates"]
-            lowest = min(range(len(cands)), key=lambda i: (cands[i]["validation_loss"], i))
-            rules = [("auto", auto, detail["chosen_layer"], auto["compensation"] and auto["compensation"].get("ridge"))]
-            if not args.no_reference:
-                c = cands[lowest]
-                if c["validation_loss"] < detail["baseline_validation_loss"]:
-                    ref = run(args.bin, args.np, common + ["--layers", ",".join(map(str, auto["removed"])),
-                              "--compensate-at", str(c["layer"]), "--ridge", repr(c["alpha"])],
-                              os.path.join(work, tag + "-lowest"))
-                    rules.append(("lowest validation loss", ref, c["layer"], c["alpha"]))
-                else:
-                    rules.append(("lowest validation loss", auto | {"eval": {"window_losses": {
-                        "pruned": auto["eval"]["window_losses"]["pruned"]}}}, None, None))
-            for name, report, layer, alpha in rules:
-                d = by_domain(report, args.windows)
-                rows.append((k, metric, name, layer, alpha, {dom: paired(*d[dom]) for dom in d},
+            folded = (detail["chosen_layer"], detail["alpha"]) if detail["chosen_layer"] is not None else None
+            evaluated = {folded: auto, None: auto}
+            for rule in RULES:
+                pick = choose(detail, rule)
+                if rule == "interval" and pick != folded:
+                    sys.exit(f"{tag}: the tool folded {folded}, the interval rule computed here picks {pick}")
+                if pick is not None and pick not in evaluated:
+                    layer, alpha = pick
+                    evaluated[pick] = run(args.bin, args.np, common + [
+                        "--layers", ",".join(map(str, auto["removed"])), "--compensate-at", str(layer),
+                        "--ridge", repr(alpha)], os.path.join(work, f"{tag}-L{layer}-a{alpha:g}"))
+                report = evaluated[pick]
+                d = by_domain(report, args.windows, folded=pick is not None)
+                rows.append((k, metric, rule, pick, {dom: paired(*d[dom]) for dom in d},
                              {dom: math.exp(sum(d[dom][0]) / len(d[dom][0])) for dom in d},
                              {dom: math.exp(sum(d[dom][1]) / len(d[dom][1])) for dom in d}))
     print(f"CPU: {cpu_name()}; {args.preset}, {args.np} ranks, {args.calib_windows} calibration windows x {SEQ} "
           f"(validation: {max(1, args.calib_windows // 8)}), {args.windows} + {args.windows} held-out windows\n")
     print("| K | metric | rule | j* | α | wiki ppl pruned → comp. | Δ loss wiki [95 %] | news ppl pruned → comp. | Δ loss news [95 %] |")
     print("|---:|---|---|---:|---:|---|---|---|---|")
-    for k, metric, name, layer, alpha, delta, before, after in rows:
+    for k, metric, rule, pick, delta, before, after in rows:
         cells = []
         for dom in ("wiki", "news"):
             m, lo, hi = delta[dom]
             cells.append(f"{before[dom]:.1f} → {after[dom]:.1f}")
-            cells.append("0 (none folded)" if layer is None else f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]")
-        print(f"| {k} | {metric} | {name} | {'—' if layer is None else layer} | {'—' if alpha is None else alpha:} | "
-              + " | ".join(cells) + " |")
-
+            cells.append("0 (none folded)" if pick is None else f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]")
+        layer, alpha = pick if pick else ("—", "—")
+        print(f"| {k} | {metric} | {rule} | {layer} | {alpha} | " + " | ".join(cells) + " |")
+    # Per rule: out-of-domain losses (news worse than uncompensated beyond its interval) and the in-domain
+    # gain summed over the jobs, against the lowest rule's.
+    print()
+    print("| rule | jobs folded | news worse (interval above 0) | news mean Δ > 0 | Σ wiki gain | share of lowest's |")
+    print("|---|---:|---:|---:|---:|---:|")
+    gain = {r: sum(-row[4]["wiki"][0] for row in rows if row[2] == r and row[3]) for r in RULES}
+    for r in RULES:
+        mine = [row for row in rows if row[2] == r]
+        folded = [row for row in mine if row[3]]
+        worse = sum(1 for row in folded if row[4]["news"][1] > 0)
+        above = sum(1 for row in folded if row[4]["news"][0] > 0)
+        share = gain[r] / gain["lowest"] if gain["lowest"] > 0 else float("nan")
+        print(f"| {r} | {len(folded)} / {len(mine)} | {worse} | {above} | {gain[r]:.3f} | {share:.0%} |")
 
 if __name__ == "__main__":
     main()
