@@ -3,7 +3,8 @@
 import Foundation
 import XCTest
 
-@testable import GradMapCore
+@testable import GradMapFormats
+@testable import GradMapReport
 
 final class PruneCLITests: XCTestCase {
     func json(_ r: ProcessResult) throws -> [String: Any] {

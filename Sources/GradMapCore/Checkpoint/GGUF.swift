@@ -4,6 +4,7 @@
 // put back in HF order (llama.cpp permutes them for its interleaved RoPE; qwen2 uses NEOX RoPE, HF's own
 // rotate-half order, so its rows are stored as HF has them) and a ModelConfig built from the metadata.
 import Foundation
+import GradMapSupport
 
 // The value types are in GGUFValue.swift, the dequantisation and GGUFModel in GGUFModel.swift.
 

@@ -1,6 +1,8 @@
 // GGUF tensors as a Hugging Face checkpoint: the dequantisation of a tensor's blocks and GGUFModel, which
 // presents a llama or qwen2 GGUF with HF tensor names, q/k rows in HF order and a ModelConfig (GGUF.swift).
 import Foundation
+import GradMapRuntime
+import GradMapSupport
 
 /// Dequantises `count` elements (whole blocks) of a supported ggml type into dst. Values are computed in Float
 /// exactly as ggml and gguf-py do (d·q, d·(q − 8), d·q + m with d, m widened from f16), then widened to F.

@@ -6,6 +6,10 @@
 // stage takes the loss of every variant. Cost per micro-batch ≈ L + Σ_c (layers after c) layer forwards,
 // instead of L per candidate.
 import Foundation
+import GradMapData
+import GradMapEngine
+import GradMapRuntime
+import GradMapSupport
 
 extension Pipeline {
     /// Mean calibration loss of the model of `pass` (forward only) with each candidate (original index, one

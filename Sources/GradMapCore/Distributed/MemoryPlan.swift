@@ -1,6 +1,10 @@
 // What a run will hold on each rank, before it runs: parameter bytes, gradient bytes, activation buffers.
 // `inspect --ranks N` prints it so a user can size a cluster job; the benchmarks check it against VmHWM.
 import Foundation
+import GradMapEngine
+import GradMapFormats
+import GradMapKernels
+import GradMapRuntime
 
 public struct RankMemory: Sendable {
     public let placement: RankPlacement

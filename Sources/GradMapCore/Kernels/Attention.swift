@@ -5,10 +5,11 @@
 // single-threaded meanwhile; every head's arithmetic is the same whatever the thread count. The row
 // functions at the end run CKernels' vectorised float32 versions when F is Float.
 import CKernels
+import GradMapRuntime
 
 /// Shapes: q[B·T, nh·hd], k/v[B·T, nkv·hd], out[B·T, nh·hd], lse[B, nh, T], scratch[workers, T, T].
 /// Query head h reads key/value head h / (nh / nkv).
-func attentionForward<F: Real>(
+package func attentionForward<F: Real>(
     out: UnsafeMutablePointer<F>, lse: UnsafeMutablePointer<F>,
     q: UnsafePointer<F>, k: UnsafePointer<F>, v: UnsafePointer<F>,
     scratch: UnsafeMutablePointer<F>, scratchSlots: Int = 1,
@@ -36,7 +37,7 @@ func attentionForward<F: Real>(
 /// dq[B·T, nh·hd] is overwritten; dk, dv[B·T, nkv·hd] are accumulated into (zero them first).
 /// With P = softmax(S), D_i = Σ_d dO[i,d]·O[i,d]: dS = P ⊙ (dO·Vᵀ - D), dQ = scale·dS·K, dK += scale·dSᵀ·Q,
 /// dV += Pᵀ·dO. scratchP, scratchD are [workers, T, T].
-func attentionBackward<F: Real>(
+package func attentionBackward<F: Real>(
     dq: UnsafeMutablePointer<F>, dk: UnsafeMutablePointer<F>, dv: UnsafeMutablePointer<F>,
     dout: UnsafePointer<F>, q: UnsafePointer<F>, k: UnsafePointer<F>, v: UnsafePointer<F>,
     out: UnsafePointer<F>, lse: UnsafePointer<F>,

@@ -5,6 +5,8 @@
 import CDNNL
 import CKernels
 import Foundation
+import GradMapRuntime
+import GradMapSupport
 
 enum DNNLMatmul {
     /// Everything a primitive is specialised for. Strides are those of the memory oneDNN reads: the caller's

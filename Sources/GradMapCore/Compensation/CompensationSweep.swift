@@ -9,6 +9,13 @@
 // passes do (the same micro-batches, the same fold, the same head), so the choices, losses and written
 // tensors are the same bits (CompensationSweepTests).
 import Foundation
+import GradMapDistributed
+import GradMapEngine
+import GradMapFormats
+import GradMapKernels
+import GradMapPruning
+import GradMapRuntime
+import GradMapSupport
 
 /// Which passes the compensation runs: the shared ones (the job's), or each part's own (kept for the tests
 /// that compare them).
