@@ -4,7 +4,7 @@ import GradMapRuntime
 
 /// out[N, O] = inp[N, I] · weight[O, I]ᵀ + bias[O]
 @inline(__always)
-package func linearForward<F: Real>(
+@inlinable package func linearForward<F: Real>(
     _ out: UnsafeMutablePointer<F>, _ inp: UnsafePointer<F>,
     _ weight: UnsafePointer<F>, _ bias: UnsafePointer<F>?,
     n: Int, inDim: Int, outDim: Int, precision: MatmulPrecision = .f32
@@ -19,7 +19,7 @@ package func linearForward<F: Real>(
 
 /// dinp[N, I] (= or +=) dout[N, O] · weight[O, I];  dweight[O, I] += doutᵀ · inp;  dbias[O] += Σ_n dout[n]
 @inline(__always)
-package func linearBackward<F: Real>(
+@inlinable package func linearBackward<F: Real>(
     dinp: UnsafeMutablePointer<F>?, dweight: UnsafeMutablePointer<F>?, dbias: UnsafeMutablePointer<F>?,
     dout: UnsafePointer<F>, inp: UnsafePointer<F>, weight: UnsafePointer<F>,
     n: Int, inDim: Int, outDim: Int, accumulateInput: Bool, precision: MatmulPrecision = .f32

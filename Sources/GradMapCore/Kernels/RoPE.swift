@@ -29,7 +29,7 @@ public struct RopeTables<F: Real>: @unchecked Sendable {
 /// Rotates x[N, heads, hd] in place; token n sits at position n mod T (windows of T tokens).
 /// Forward: (x1, x2) → (x1·c - x2·s, x2·c + x1·s). Backward (`inverse`): the transpose rotation.
 @inline(__always)
-package func ropeApply<F: Real>(
+@inlinable package func ropeApply<F: Real>(
     _ x: UnsafeMutablePointer<F>, _ tables: RopeTables<F>, n: Int, heads: Int, hd: Int, inverse: Bool
 ) {
     let half = hd / 2
