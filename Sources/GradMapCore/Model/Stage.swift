@@ -154,6 +154,7 @@ public final class Stage<F: Real>: @unchecked Sendable {
 
     /// Runs `layers` (in order) on inp[N, H] without touching the stored activations of slot 0's later
     /// backward, ping-ponging between two scratch buffers; returns where the result is.
+    @_specialize(where F == Float)  // called from CandidateSweep and the compensation (other modules)
     package func runLayers(
         _ layers: ArraySlice<Int>, b: Int, from inp: UnsafeMutablePointer<F>,
         scratch: (UnsafeMutablePointer<F>, UnsafeMutablePointer<F>), precision: MatmulPrecision
@@ -170,6 +171,7 @@ public final class Stage<F: Real>: @unchecked Sendable {
         return current
     }
 
+    @_specialize(where F == Float)  // called from CandidateSweep and the compensation (other modules)
     package func layerForward(
         _ l: Int, b: Int, inp: UnsafeMutablePointer<F>, out: UnsafeMutablePointer<F>, x: LayerInternals<F>,
         precision matmul: MatmulPrecision

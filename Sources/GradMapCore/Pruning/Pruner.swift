@@ -52,7 +52,8 @@ public struct Decision: Sendable {
 }
 
 /// Concrete in Float (not generic) so that everything it drives — the pipeline, the stages, the kernels — is
-/// specialised inside this module; a generic class called from the CLI would run unspecialised code.
+/// specialised for Float here (the kernels are @inlinable); a generic class called from the CLI would run
+/// unspecialised code.
 public final class Pruner: @unchecked Sendable {
     public typealias F = Float
     public let pipeline: Pipeline<F>
