@@ -4,7 +4,9 @@
 // hand-written AMX kernel side by side, with the implementation oneDNN picked.
 import ArgumentParser
 import Foundation
-import GradMapCore
+import GradMapKernels
+import GradMapRuntime
+import GradMapSupport
 
 extension GemmBenchmark.Library: ExpressibleByArgument {}
 

@@ -1,7 +1,7 @@
 // `gradmap-dist convert`: a GGUF file → a Hugging Face checkpoint folder that transformers and this engine load.
 import ArgumentParser
 import Foundation
-import GradMapCore
+import GradMapFormats
 
 struct ConvertCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -1,6 +1,7 @@
 // `gradmap-dist eval`: mean next-token loss and perplexity over token windows.
 import ArgumentParser
-import GradMapCore
+import GradMapJob
+import GradMapRuntime
 
 struct EvalCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

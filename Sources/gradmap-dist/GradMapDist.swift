@@ -3,7 +3,12 @@
 // machine) with code 1. What every rank checks alike runs under Communicator.agree, so one rank reports it.
 import ArgumentParser
 import Foundation
-import GradMapCore
+import GradMapDistributed
+import GradMapEngine
+import GradMapJob
+import GradMapKernels
+import GradMapRuntime
+import GradMapSupport
 
 @main
 struct GradMapDist: ParsableCommand {

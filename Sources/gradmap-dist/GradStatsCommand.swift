@@ -1,7 +1,8 @@
 // `gradmap-dist grad-stats`: one forward and backward of the mean loss; the L2 norm of every parameter
 // gradient, per layer.
 import ArgumentParser
-import GradMapCore
+import GradMapJob
+import GradMapRuntime
 
 struct GradStatsCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -1,6 +1,8 @@
 // `gradmap-dist inspect`: what a checkpoint holds and, with --ranks, how a job would lay it out.
 import ArgumentParser
-import GradMapCore
+import GradMapDistributed
+import GradMapEngine
+import GradMapJob
 
 struct InspectCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -2,7 +2,11 @@
 // printed. Every default is the core's (PruneConfig.defaults, EngineConfig).
 import ArgumentParser
 import Foundation
-import GradMapCore
+import GradMapJob
+import GradMapPruning
+import GradMapRuntime
+import GradMapSupport
+import GradMapWriter
 
 extension Metric: ExpressibleByArgument {}
 extension GradientNorm: ExpressibleByArgument {}

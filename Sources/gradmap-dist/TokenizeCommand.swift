@@ -1,7 +1,7 @@
 // `gradmap-dist tokenize`: a UTF-8 text file to token ids with the model's tokenizer, written as the raw
 // little-endian uint32 file that eval and grad-stats read (--tokens).
 import ArgumentParser
-import GradMapCore
+import GradMapJob
 
 struct TokenizeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -10,7 +10,7 @@
 //                [--time-limit 1] [--hang-limit 10]
 //   gradmap-fuzz --replay Tests/Fuzz/regressions [--corpus ...] [--out DIR]    (every file, by its folder's format)
 import Foundation
-import GradMapCore
+import GradMapSupport
 
 struct Options {
     var formats: [Format] = Format.allCases

@@ -3,7 +3,7 @@
 // cheap: a JSON value rewritten in place (config.json, tokenizer.json, the index, the safetensors header) and a
 // GGUF header field (count, length, type, dims, offset, metadata integer) overwritten.
 import Foundation
-import GradMapCore
+import GradMapSupport
 
 /// The fuzzer's draws from GradMapCore's seeded generator, so that a run is reproduced by its --seed.
 typealias FuzzRNG = SplitMix64

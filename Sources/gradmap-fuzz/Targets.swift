@@ -2,7 +2,11 @@
 // file (inside its checkpoint folder where the format needs one), the calls run in this process, and each call's
 // outcome is classified: success, or a one-line .badInput that names the file; anything else is a finding.
 import Foundation
-import GradMapCore
+import GradMapData
+import GradMapEngine
+import GradMapFormats
+import GradMapSupport
+import GradMapTokenizer
 
 /// A seed: the bytes that get mutated, and the files that sit beside them unchanged (config.json, shards).
 struct Seed {

@@ -10,7 +10,11 @@
 import CKernels
 import XCTest
 
-@testable import GradMapCore
+@testable import GradMapData
+@testable import GradMapEngine
+@testable import GradMapFormats
+@testable import GradMapKernels
+@testable import GradMapRuntime
 
 /// Where oneDNN has BF16 products (AVX512-BF16 or AMX; launch/test sets GRADMAP_REQUIRE_BF16=1 when
 /// /proc/cpuinfo shows either) these tests must run, not skip.

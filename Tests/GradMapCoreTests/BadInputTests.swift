@@ -5,7 +5,10 @@
 import Foundation
 import XCTest
 
-@testable import GradMapCore
+@testable import GradMapData
+@testable import GradMapEngine
+@testable import GradMapFormats
+@testable import GradMapTokenizer
 
 final class BadInputTests: XCTestCase {
     /// A copy of the llama_gqa fixture to break.

@@ -2,7 +2,9 @@
 import Foundation
 import XCTest
 
-@testable import GradMapCore
+@testable import GradMapFormats
+@testable import GradMapKernels
+@testable import GradMapRuntime
 
 final class CLITests: XCTestCase {
     func json(_ s: String) throws -> [String: Any] {

@@ -3,7 +3,8 @@
 // reference in MetricReferenceTests.
 import XCTest
 
-@testable import GradMapCore
+@testable import GradMapCompensation
+@testable import GradMapSupport
 
 final class CompensationChoiceTests: XCTestCase {
     /// Rows of per-window losses; the means are computed here the plain way.

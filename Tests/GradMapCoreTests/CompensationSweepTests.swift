@@ -7,7 +7,6 @@
 import Foundation
 import XCTest
 
-@testable import GradMapCore
 
 final class CompensationSweepTests: XCTestCase {
     /// The report without what may differ between two runs of one job: wall seconds and the command line.

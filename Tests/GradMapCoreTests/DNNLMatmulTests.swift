@@ -1,7 +1,9 @@
 // oneDNN's products at the model's shapes: the same bits for any thread count, in every form and precision.
 import XCTest
 
-@testable import GradMapCore
+@testable import GradMapKernels
+@testable import GradMapRuntime
+@testable import GradMapSupport
 
 final class DNNLMatmulTests: XCTestCase {
     /// The three products of a linear layer with `rows` tokens, out × in weights: forward (nt), dL/dX (nn),

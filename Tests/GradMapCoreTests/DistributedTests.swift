@@ -7,7 +7,11 @@
 import Foundation
 import XCTest
 
-@testable import GradMapCore
+@testable import GradMapData
+@testable import GradMapDistributed
+@testable import GradMapEngine
+@testable import GradMapFormats
+@testable import GradMapSupport
 
 final class DistributedTests: XCTestCase {
     static let mpirun: String = {

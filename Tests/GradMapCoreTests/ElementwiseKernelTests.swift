@@ -7,7 +7,8 @@
 import CKernels
 import XCTest
 
-@testable import GradMapCore
+@testable import GradMapKernels
+@testable import GradMapRuntime
 
 final class ElementwiseKernelTests: XCTestCase {
     let tolerance = 2e-6

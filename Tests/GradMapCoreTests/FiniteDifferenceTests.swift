@@ -7,7 +7,10 @@
 // backward and orders of magnitude tighter than any wrong term.
 import XCTest
 
-@testable import GradMapCore
+@testable import GradMapData
+@testable import GradMapEngine
+@testable import GradMapFormats
+@testable import GradMapKernels
 
 struct SeededRandom {
     var state: UInt64

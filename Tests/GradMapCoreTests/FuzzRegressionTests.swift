@@ -4,7 +4,6 @@
 import Foundation
 import XCTest
 
-@testable import GradMapCore
 
 final class FuzzRegressionTests: XCTestCase {
     static let fuzzRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()

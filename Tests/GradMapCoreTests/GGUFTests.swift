@@ -5,7 +5,10 @@
 import Foundation
 import XCTest
 
-@testable import GradMapCore
+@testable import GradMapData
+@testable import GradMapEngine
+@testable import GradMapFormats
+@testable import GradMapSupport
 
 enum GGUFFixtures {
     static let dir = Fixtures.root + "/gguf"

@@ -3,7 +3,8 @@
 import Foundation
 import XCTest
 
-@testable import GradMapCore
+@testable import GradMapFormats
+@testable import GradMapSupport
 
 final class HFConfigTests: XCTestCase {
     func badInputMessage(_ body: () throws -> Void) -> String? {

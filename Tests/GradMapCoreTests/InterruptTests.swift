@@ -4,7 +4,8 @@
 import Foundation
 import XCTest
 
-@testable import GradMapCore
+@testable import GradMapFormats
+@testable import GradMapSupport
 
 final class InterruptTests: XCTestCase {
     /// A copy of the llama_gqa fixture whose generation_config.json is a FIFO: the writer, copying it, blocks

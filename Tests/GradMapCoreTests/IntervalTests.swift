@@ -3,7 +3,11 @@
 import Foundation
 import XCTest
 
-@testable import GradMapCore
+@testable import GradMapData
+@testable import GradMapEngine
+@testable import GradMapFormats
+@testable import GradMapReport
+@testable import GradMapSupport
 
 final class IntervalTests: XCTestCase {
     /// numpy sums pairwise, this code in order, and x − mean cancels where the spread is small against the

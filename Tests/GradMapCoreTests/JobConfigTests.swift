@@ -2,7 +2,11 @@
 // flags), and defaults that live only in the core.
 import XCTest
 
-@testable import GradMapCore
+@testable import GradMapData
+@testable import GradMapJob
+@testable import GradMapKernels
+@testable import GradMapPruning
+@testable import GradMapSupport
 
 final class JobConfigTests: XCTestCase {
     /// The field a configuration's validation blames, or nil when it passes.

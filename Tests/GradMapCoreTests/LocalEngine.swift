@@ -3,7 +3,12 @@
 // positions 1..T-1 of each window, averaged over windows, with gradients of exactly that mean.
 import Foundation
 
-@testable import GradMapCore
+@testable import GradMapData
+@testable import GradMapDistributed
+@testable import GradMapEngine
+@testable import GradMapFormats
+@testable import GradMapKernels
+@testable import GradMapRuntime
 
 enum LocalEngine {
     /// Loads every tensor of the checkpoint into a single stage (strict: shapes checked, nothing left over).

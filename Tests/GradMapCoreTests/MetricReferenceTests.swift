@@ -13,7 +13,12 @@
 import Foundation
 import XCTest
 
-@testable import GradMapCore
+@testable import GradMapCompensation
+@testable import GradMapData
+@testable import GradMapDistributed
+@testable import GradMapFormats
+@testable import GradMapPruning
+@testable import GradMapSupport
 
 enum MetricTolerance {
     /// Calibration and validation losses, sleb scores, --verify-top losses: the float32 forward's logits sit

@@ -8,7 +8,10 @@
 // per tensor at 1e-3: float32 accumulation over all tokens, and small entries are judged at the tensor's scale.
 import XCTest
 
-@testable import GradMapCore
+@testable import GradMapData
+@testable import GradMapEngine
+@testable import GradMapFormats
+@testable import GradMapRuntime
 
 final class ParityTests: XCTestCase {
     func checkFixture(_ name: String, microBatch: Int, policy: ActivationPolicy) throws {

@@ -2,8 +2,10 @@
 // decisions for any number of ranks, and bad input refused before anything is written.
 import Foundation
 import XCTest
+@testable import GradMapSupport
 
-@testable import GradMapCore
+@testable import GradMapFormats
+@testable import GradMapReport
 
 final class PruneCLITests: XCTestCase {
     func json(_ r: ProcessResult) throws -> [String: Any] {

@@ -4,7 +4,7 @@
 import Foundation
 import XCTest
 
-@testable import GradMapCore
+@testable import GradMapFormats
 
 final class PrunedGGUFTests: XCTestCase {
     let source = GGUFFixtures.dir + "/llama_prune.gguf"

@@ -3,7 +3,12 @@
 import Foundation
 import XCTest
 
-@testable import GradMapCore
+@testable import GradMapCompensation
+@testable import GradMapData
+@testable import GradMapDistributed
+@testable import GradMapFormats
+@testable import GradMapPruning
+@testable import GradMapWriter
 
 /// A random LLaMA checkpoint folder (config.json + model.safetensors) with `layers` layers.
 func makeModel(layers: Int, tied: Bool = false, dtype: DType = .f32, seed: UInt64 = 11, hidden: Int = 16,

@@ -4,7 +4,8 @@
 import Foundation
 import XCTest
 
-@testable import GradMapCore
+@testable import GradMapFormats
+@testable import GradMapTokenizer
 
 final class RealModelTests: XCTestCase {
     static let assets = URL(fileURLWithPath: Fixtures.root).deletingLastPathComponent().deletingLastPathComponent()

@@ -8,7 +8,13 @@ import XCTest
 import FoundationXML
 #endif
 
-@testable import GradMapCore
+@testable import GradMapCompensation
+@testable import GradMapEngine
+@testable import GradMapFormats
+@testable import GradMapJob
+@testable import GradMapPruning
+@testable import GradMapReport
+@testable import GradMapSupport
 
 final class ReportTests: XCTestCase {
     // MARK: time left

@@ -4,7 +4,7 @@
 import Foundation
 import XCTest
 
-@testable import GradMapCore
+@testable import GradMapFormats
 
 final class ResumeTests: XCTestCase {
     /// Starts the release binary, reads its stderr line by line, and SIGKILLs it once a line contains `marker`.

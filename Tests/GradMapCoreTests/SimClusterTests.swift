@@ -9,7 +9,8 @@
 import Foundation
 import XCTest
 
-@testable import GradMapCore
+@testable import GradMapFormats
+@testable import GradMapSupport
 
 final class SimClusterTests: XCTestCase {
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()

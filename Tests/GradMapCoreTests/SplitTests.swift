@@ -15,7 +15,9 @@
 import Foundation
 import XCTest
 
-@testable import GradMapCore
+@testable import GradMapFormats
+@testable import GradMapRuntime
+@testable import GradMapSupport
 
 /// The release build of gradmap-dist (launch/test builds it before the tests; launch/asan points
 /// GRADMAP_RELEASE_BIN at its sanitized release build).

@@ -2,7 +2,8 @@
 import Foundation
 import XCTest
 
-@testable import GradMapCore
+@testable import GradMapFormats
+@testable import GradMapSupport
 
 enum Fixtures {
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()

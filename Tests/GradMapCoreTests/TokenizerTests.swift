@@ -5,7 +5,8 @@
 import Foundation
 import XCTest
 
-@testable import GradMapCore
+@testable import GradMapSupport
+@testable import GradMapTokenizer
 
 final class TokenizerTests: XCTestCase {
     static let root = Fixtures.root + "/tokenizers"

@@ -2,6 +2,8 @@
 // Both are tensor sources behind one strict interface: each tensor is asked for by name and shape, and
 // `unexpectedTensors` reports whatever a full model would leave unused.
 import Foundation
+import GradMapRuntime
+import GradMapSupport
 
 /// Where tensors come from. Names are Hugging Face names whatever the file format.
 public protocol TensorSource: AnyObject, Sendable {

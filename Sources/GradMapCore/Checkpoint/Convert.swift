@@ -2,6 +2,7 @@
 // tokenizer.json, tokenizer_config.json) that transformers and this engine load. The folder is built beside
 // the target and renamed into place at the end, so an interrupted run never leaves a half-written checkpoint.
 import Foundation
+import GradMapSupport
 
 public struct ConvertConfig: Sendable {
     /// The .gguf file.

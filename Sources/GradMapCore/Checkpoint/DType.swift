@@ -1,4 +1,5 @@
 // Storage dtypes of checkpoint tensors and their widening to the engine's scalar type.
+import GradMapRuntime
 
 public enum DType: String, Sendable, CaseIterable {
     case f32 = "F32", f16 = "F16", bf16 = "BF16", f64 = "F64"

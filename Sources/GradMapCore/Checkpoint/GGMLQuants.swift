@@ -4,6 +4,7 @@
 // step for step in Float: scale products first (d·sc, dmin·m), then one multiply and one subtract per value,
 // never fused, so that the results are bit-identical to it. Layouts: ggml's block_* structs, little-endian.
 import Foundation
+import GradMapRuntime
 
 @inline(__always) func f16(_ p: UnsafeRawPointer, _ offset: Int) -> Float {
     halfToFloat(p.loadUnaligned(fromByteOffset: offset, as: UInt16.self).littleEndian)

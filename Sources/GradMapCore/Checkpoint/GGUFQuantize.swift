@@ -7,7 +7,7 @@ import Foundation
 public let quantizableGGMLTypes: Set<UInt32> = [0, 1, 30, 3]
 
 /// Encodes `count` floats (whole blocks) of src as `type` into dst, count / blockSize · blockBytes bytes.
-func quantize(_ src: UnsafePointer<Float>, count: Int, type: GGMLType, into dst: UnsafeMutableRawPointer) {
+package func quantize(_ src: UnsafePointer<Float>, count: Int, type: GGMLType, into dst: UnsafeMutableRawPointer) {
     switch type.id {
     case 0: for i in 0..<count { dst.storeBytes(of: src[i].bitPattern.littleEndian, toByteOffset: 4 * i, as: UInt32.self) }
     case 1: for i in 0..<count { dst.storeBytes(of: floatToHalf(src[i]).littleEndian, toByteOffset: 2 * i, as: UInt16.self) }

@@ -2,6 +2,7 @@
 // for the two BPE flavours LLaMA-family GGUFs use: "gpt2" (byte-level BPE) and "llama" (SentencePiece BPE with
 // byte fallback). The objects are plain [String: Any] for JSONSerialization and load with Python `tokenizers`.
 import Foundation
+import GradMapSupport
 
 extension GGUFFile {
     /// GGUF token types (llama.cpp's llama_token_type).

@@ -3,6 +3,7 @@
 // pruned config and inspect name their keys through it. Files are not read with JSONDecoder: the parser checks
 // each key of the parsed object itself, so a wrong value gets one line naming the file and the key.
 import Foundation
+import GradMapSupport
 
 public struct HFConfig: Codable, Sendable, Equatable {
     public var modelType: String?

@@ -1,6 +1,7 @@
 // A read-only memory mapping of a whole file: tensors are read from the page cache on demand, so a rank
 // touches only the bytes of the tensors it asks for.
 import Foundation
+import GradMapSupport
 
 public final class MappedFile: @unchecked Sendable {
     public let path: String

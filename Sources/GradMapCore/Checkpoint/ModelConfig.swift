@@ -1,6 +1,7 @@
 // config.json of a LLaMA-family checkpoint (llama, mistral, qwen2), read strictly: a missing or wrong field is
 // an error naming the file and the key. The raw object is kept so that unknown keys survive a round trip.
 import Foundation
+import GradMapSupport
 
 public struct RopeConfig: Sendable, Equatable {
     public enum Kind: String, Sendable { case `default`, linear, llama3 }

@@ -5,6 +5,8 @@
 // starts. One file is spared by failures and signals: a pruning job's decision journal (DecisionJournal), the
 // state `prune --resume` continues from; the folder stays with it alone, and it is removed before the rename.
 import Foundation
+import GradMapRuntime
+import GradMapSupport
 
 /// A file to put into the folder.
 public enum FolderFile {
@@ -109,5 +111,13 @@ public struct PartialFolder: Sendable {
             discard()
             throw error
         }
+    }
+}
+
+/// Runs a file operation on `path`; a Foundation or POSIX failure becomes a runtime error naming the file
+/// (exit code 1: the machine failed, not the input).
+package func namingFile<T>(_ path: String, _ what: String = "cannot write", _ body: () throws -> T) throws -> T {
+    do { return try body() } catch let e as GradMapError { throw e } catch {
+        throw GradMapError.runtime("\(path): \(what) (\(GradMapError.reason(error)))")
     }
 }

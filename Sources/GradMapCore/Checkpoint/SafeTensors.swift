@@ -2,6 +2,7 @@
 // validates the whole layout up front (size limits, dtype × shape = byte length, tensors contiguous with no gap
 // or overlap, file size) so that later reads are plain pointer arithmetic.
 import Foundation
+import GradMapSupport
 
 public struct TensorInfo: Sendable, Equatable {
     public let name: String

@@ -1,6 +1,7 @@
 // Deterministic safetensors writing: entries ordered by descending dtype size, then name; the JSON header
 // padded with spaces to a multiple of 8 so every tensor is 8-byte aligned; "__metadata__": {"format": "pt"}.
 import Foundation
+import GradMapSupport
 
 /// One tensor to write. Its bytes are produced when the writer reaches it, so a file is streamed one tensor at a
 /// time and writing never holds a second copy of the model.

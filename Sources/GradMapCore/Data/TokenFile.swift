@@ -1,6 +1,8 @@
 // Token files: raw little-endian uint32 ids, cut into consecutive non-overlapping windows of T tokens (the tail
 // dropped). Validated on load: size a multiple of 4, at least one window, every id below the vocabulary.
 import Foundation
+import GradMapFormats
+import GradMapSupport
 
 public struct TokenWindows: Sendable {
     public let path: String

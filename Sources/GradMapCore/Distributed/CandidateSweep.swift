@@ -6,10 +6,15 @@
 // stage takes the loss of every variant. Cost per micro-batch ≈ L + Σ_c (layers after c) layer forwards,
 // instead of L per candidate.
 import Foundation
+import GradMapData
+import GradMapEngine
+import GradMapRuntime
+import GradMapSupport
 
 extension Pipeline {
     /// Mean calibration loss of the model of `pass` (forward only) with each candidate (original index, one
     /// of its layers) removed, in the order given; identical on every rank.
+    @_specialize(where F == Float)  // the pruner (another module) runs it on the Float pipeline
     public func sweep(data: TokenWindows, windows: [Int], microBatch: Int, pass: Pass, candidates: [Int]) throws -> [Double] {
         precondition(!pass.backward, "the candidate sweep is forward only")
         let cands = candidates.sorted()

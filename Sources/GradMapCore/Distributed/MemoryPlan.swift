@@ -1,6 +1,10 @@
 // What a run will hold on each rank, before it runs: parameter bytes, gradient bytes, activation buffers.
 // `inspect --ranks N` prints it so a user can size a cluster job; the benchmarks check it against VmHWM.
 import Foundation
+import GradMapEngine
+import GradMapFormats
+import GradMapKernels
+import GradMapRuntime
 
 public struct RankMemory: Sendable {
     public let placement: RankPlacement
@@ -26,7 +30,7 @@ public struct RankMemory: Sendable {
     /// The peak of a forward-only job on this placement (eval; prune with bi, angular, sleb or --layers): no
     /// gradients, no all-reduce, one micro-batch slot of activations without what the backward keeps.
     public let forwardPeakBytes: Int
-    /// What prune's compensation (Pruning/Compensation.swift, CompensationSweep.swift) adds per candidate
+    /// What prune's compensation (Compensation/Compensation.swift, CompensationSweep.swift) adds per candidate
     /// layer, on every rank: the H×H sums Σ (y-u)zᵀ and Σ zzᵀ in Float64. --compensate-at auto has up to 3 + K
     /// candidate layers (the 3 largest shifts and the layer after each run of removed ones), a given layer 1;
     /// --no-compensate none.

@@ -5,6 +5,12 @@
 // only reused after its send completed) and blocking receives. Then the loss is summed over the world and
 // the gradients over replicas; every sum has a fixed order, so results do not depend on timing.
 import Foundation
+import GradMapData
+import GradMapEngine
+import GradMapFormats
+import GradMapKernels
+import GradMapRuntime
+import GradMapSupport
 
 public struct PipelineTimings: Sendable {
     /// Wall time of the schedule on this rank.

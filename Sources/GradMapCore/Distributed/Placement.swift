@@ -4,6 +4,8 @@
 // ranks are neighbours (the same node under a by-slot mapping). Layers are split to minimise the largest
 // stage's cost: its compute per token (default: the pipeline runs at the pace of its slowest stage), or its
 // parameter bytes (`--balance memory`, when memory is what binds), embedding and head counted.
+import GradMapFormats
+import GradMapSupport
 
 /// What the layer split evens out across stages.
 public enum Balance: String, Sendable, CaseIterable {

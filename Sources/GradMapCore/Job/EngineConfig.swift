@@ -2,6 +2,13 @@
 // arithmetic, and where its tokens come from. One default per setting, here; front ends map their input onto
 // these fields and errors name the fields (ConfigField), never a front end's spelling of them.
 import Foundation
+import GradMapData
+import GradMapDistributed
+import GradMapEngine
+import GradMapFormats
+import GradMapKernels
+import GradMapRuntime
+import GradMapSupport
 
 /// Where a job's tokens come from.
 public enum TokenInput: Sendable, Equatable {
@@ -67,9 +74,4 @@ public struct EngineConfig: Sendable {
             world: world, checkpoint: ckpt, stages: stages, seqLen: seqLen, microBatch: microBatch, training: training,
             policy: activations, weights: weights, balance: balance, matmul: matmul)
     }
-}
-
-/// Seconds since `start`.
-public func elapsed(since start: DispatchTime) -> Double {
-    Double(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1e9
 }

@@ -2,6 +2,11 @@
 // layers, bytes and estimated peak memory, and compute and traffic per decision. A config.json alone is enough
 // to plan (a 70B model that is not on this machine).
 import Foundation
+import GradMapDistributed
+import GradMapEngine
+import GradMapFormats
+import GradMapKernels
+import GradMapSupport
 
 public struct InspectConfig: Sendable {
     /// A Hugging Face folder, a .gguf file, or a bare config.json.

@@ -2,6 +2,14 @@
 // owns the token windows, the held-out evaluations, the timings and the result. Front ends fill a
 // PruneConfig, set `progress`, and print what run() or score() returns.
 import Foundation
+import GradMapCompensation
+import GradMapData
+import GradMapFormats
+import GradMapPruning
+import GradMapReport
+import GradMapRuntime
+import GradMapSupport
+import GradMapWriter
 
 public struct PruneConfig: Sendable {
     public var engine: EngineConfig

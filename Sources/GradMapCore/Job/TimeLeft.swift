@@ -5,6 +5,11 @@
 // lm_head), so that a pass over the pruned model is estimated from the measured ones over the original.
 // Not counted: writing the checkpoint, and the compensation's Float64 sums beside its passes.
 import Foundation
+import GradMapCompensation
+import GradMapDistributed
+import GradMapFormats
+import GradMapPruning
+import GradMapSupport
 
 /// A forward pass the job has still to run.
 public struct PlannedPass: Sendable, Equatable {
@@ -135,7 +140,7 @@ final class JobClock {
     }
 
     func secondsLeft(from step: JobStep, removed: Set<Int>, decisions: Int = 0, secondsEach: Double = 0) -> Double {
-        GradMapCore.secondsLeft(
+        GradMapJob.secondsLeft(
             decisions: decisions, secondsPerDecision: secondsEach, passes: plan.passes(from: step, removed: removed), rate: rate)
     }
 

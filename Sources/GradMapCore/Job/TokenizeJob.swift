@@ -1,6 +1,9 @@
 // `tokenize`: a UTF-8 text file to token ids with the model's tokenizer, optionally written as the raw
 // little-endian uint32 file the other jobs read (TokenInput.tokens), built beside it and renamed.
 import Foundation
+import GradMapFormats
+import GradMapSupport
+import GradMapTokenizer
 
 public struct TokenizeConfig: Sendable {
     /// Model folder with tokenizer.json, the tokenizer.json itself, or a .gguf file.

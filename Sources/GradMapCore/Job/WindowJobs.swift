@@ -1,6 +1,13 @@
 // The jobs over the first windows of a token file: `eval` (the loss of a forward) and `grad-stats` (the
 // gradient norms of one forward and backward), with the result each front end prints.
 import Foundation
+import GradMapData
+import GradMapDistributed
+import GradMapEngine
+import GradMapFormats
+import GradMapReport
+import GradMapRuntime
+import GradMapSupport
 
 public struct WindowJobConfig: Sendable {
     public var engine: EngineConfig

@@ -5,10 +5,11 @@
 // single-threaded meanwhile; every head's arithmetic is the same whatever the thread count. The row
 // functions at the end run CKernels' vectorised float32 versions when F is Float.
 import CKernels
+import GradMapRuntime
 
 /// Shapes: q[B·T, nh·hd], k/v[B·T, nkv·hd], out[B·T, nh·hd], lse[B, nh, T], scratch[workers, T, T].
 /// Query head h reads key/value head h / (nh / nkv).
-func attentionForward<F: Real>(
+@inlinable package func attentionForward<F: Real>(
     out: UnsafeMutablePointer<F>, lse: UnsafeMutablePointer<F>,
     q: UnsafePointer<F>, k: UnsafePointer<F>, v: UnsafePointer<F>,
     scratch: UnsafeMutablePointer<F>, scratchSlots: Int = 1,
@@ -36,7 +37,7 @@ func attentionForward<F: Real>(
 /// dq[B·T, nh·hd] is overwritten; dk, dv[B·T, nkv·hd] are accumulated into (zero them first).
 /// With P = softmax(S), D_i = Σ_d dO[i,d]·O[i,d]: dS = P ⊙ (dO·Vᵀ - D), dQ = scale·dS·K, dK += scale·dSᵀ·Q,
 /// dV += Pᵀ·dO. scratchP, scratchD are [workers, T, T].
-func attentionBackward<F: Real>(
+@inlinable package func attentionBackward<F: Real>(
     dq: UnsafeMutablePointer<F>, dk: UnsafeMutablePointer<F>, dv: UnsafeMutablePointer<F>,
     dout: UnsafePointer<F>, q: UnsafePointer<F>, k: UnsafePointer<F>, v: UnsafePointer<F>,
     out: UnsafePointer<F>, lse: UnsafePointer<F>,
@@ -77,7 +78,7 @@ func attentionBackward<F: Real>(
 
 /// row[0..<valid] = softmax(row[0..<valid]), row[valid..<total] = 0; returns the log-sum-exp.
 @inline(__always)
-private func softmaxCausalRow<F: Real>(_ row: UnsafeMutablePointer<F>, valid: Int, total: Int) -> F {
+@inlinable func softmaxCausalRow<F: Real>(_ row: UnsafeMutablePointer<F>, valid: Int, total: Int) -> F {
     if let r = asFloat(row) { return F(Double(gm_softmax_causal_row(r, Int32(valid), Int32(total)))) }
     var mx = row[0]
     for j in 0..<valid where row[j] > mx { mx = row[j] }
@@ -95,7 +96,7 @@ private func softmaxCausalRow<F: Real>(_ row: UnsafeMutablePointer<F>, valid: In
 
 /// The probabilities again from the saved log-sum-exp: row[j] = exp(row[j] - lse) below valid, else 0.
 @inline(__always)
-private func softmaxRecomputeRow<F: Real>(_ row: UnsafeMutablePointer<F>, valid: Int, total: Int, lse: F) {
+@inlinable func softmaxRecomputeRow<F: Real>(_ row: UnsafeMutablePointer<F>, valid: Int, total: Int, lse: F) {
     if let r = asFloat(row) { return gm_softmax_recompute_row(r, Int32(valid), Int32(total), Float(lse.double)) }
     for j in 0..<valid { row[j] = F.exp(row[j] - lse) }
     (row + valid).update(repeating: 0, count: total - valid)
@@ -103,7 +104,7 @@ private func softmaxRecomputeRow<F: Real>(_ row: UnsafeMutablePointer<F>, valid:
 
 /// ds[j] = p[j]·(ds[j] - D) below valid, else 0, with D = Σ_e out[e]·dout[e] over hd.
 @inline(__always)
-private func softmaxBackwardRow<F: Real>(
+@inlinable func softmaxBackwardRow<F: Real>(
     _ p: UnsafeMutablePointer<F>, _ ds: UnsafeMutablePointer<F>, valid: Int, total: Int,
     out: UnsafePointer<F>, dout: UnsafePointer<F>, hd: Int
 ) {

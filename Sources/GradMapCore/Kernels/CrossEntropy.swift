@@ -2,11 +2,12 @@
 // Rows are shared among threads; each row's NLL goes to its own slot and the slots are summed in order.
 import CKernels
 import Foundation
+import GradMapRuntime
 
 /// Returns Σ_{t<T-1} (logsumexp(logits[t]) - logits[t, ids[t+1]]) in Double, using rowLoss[T] as scratch.
 /// When `gradScale` is given, logits[T, V] is overwritten with ∂(gradScale · Σ NLL)/∂logits (row T-1 zero);
 /// the exponentials of the forward are kept in place and reused for the gradient.
-func crossEntropy<F: Real>(
+@inlinable package func crossEntropy<F: Real>(
     _ logits: UnsafeMutablePointer<F>, ids: UnsafePointer<UInt32>, t: Int, v: Int, gradScale: F?,
     rowLoss: UnsafeMutablePointer<Double>
 ) -> Double {
@@ -49,7 +50,7 @@ func crossEntropy<F: Real>(
 }
 
 /// Convenience with its own scratch (tests).
-func crossEntropy<F: Real>(
+@inlinable package func crossEntropy<F: Real>(
     _ logits: UnsafeMutablePointer<F>, ids: UnsafePointer<UInt32>, t: Int, v: Int, gradScale: F?
 ) -> Double {
     let scratch = UnsafeMutablePointer<Double>.allocate(capacity: t)

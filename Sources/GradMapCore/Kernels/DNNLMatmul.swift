@@ -5,8 +5,10 @@
 import CDNNL
 import CKernels
 import Foundation
+import GradMapRuntime
+import GradMapSupport
 
-enum DNNLMatmul {
+@usableFromInline enum DNNLMatmul {
     /// Everything a primitive is specialised for. Strides are those of the memory oneDNN reads: the caller's
     /// for f32, the dense BF16 copies for bf16.
     struct Key: Hashable {
@@ -140,7 +142,7 @@ enum DNNLMatmul {
     /// C[m, n] = alpha·op(A)·op(B) (+ C when accumulate), row-major; op(A) is [m, k], op(B) is [k, n]. With
     /// bf16 both inputs are first rounded to BF16 (nearest even) into the scratch, stored as they lie (so the
     /// transposes stay strides), and the product accumulates in FP32.
-    static func gemm(
+    @usableFromInline static func gemm(
         _ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: Int, alpha: Float,
         _ a: UnsafePointer<Float>, _ lda: Int, _ b: UnsafePointer<Float>, _ ldb: Int,
         accumulate: Bool, _ c: UnsafeMutablePointer<Float>, _ ldc: Int, bf16: Bool

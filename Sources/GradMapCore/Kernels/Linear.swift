@@ -1,9 +1,10 @@
 // Linear layers, y = x·Wᵀ + b with W stored [out, in] as in Hugging Face checkpoints. Both directions are
 // matrix products through BLAS; the bias is folded in by seeding the output rows.
+import GradMapRuntime
 
 /// out[N, O] = inp[N, I] · weight[O, I]ᵀ + bias[O]
 @inline(__always)
-func linearForward<F: Real>(
+@inlinable package func linearForward<F: Real>(
     _ out: UnsafeMutablePointer<F>, _ inp: UnsafePointer<F>,
     _ weight: UnsafePointer<F>, _ bias: UnsafePointer<F>?,
     n: Int, inDim: Int, outDim: Int, precision: MatmulPrecision = .f32
@@ -18,7 +19,7 @@ func linearForward<F: Real>(
 
 /// dinp[N, I] (= or +=) dout[N, O] · weight[O, I];  dweight[O, I] += doutᵀ · inp;  dbias[O] += Σ_n dout[n]
 @inline(__always)
-func linearBackward<F: Real>(
+@inlinable package func linearBackward<F: Real>(
     dinp: UnsafeMutablePointer<F>?, dweight: UnsafeMutablePointer<F>?, dbias: UnsafeMutablePointer<F>?,
     dout: UnsafePointer<F>, inp: UnsafePointer<F>, weight: UnsafePointer<F>,
     n: Int, inDim: Int, outDim: Int, accumulateInput: Bool, precision: MatmulPrecision = .f32

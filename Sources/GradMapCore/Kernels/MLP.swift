@@ -1,8 +1,9 @@
 // The SwiGLU nonlinearity of the LLaMA MLP: act = silu(gate) ⊙ up. Elementwise, shared among threads.
 import CKernels
+import GradMapRuntime
 
 /// act[N·I] = silu(gate) ⊙ up, silu(x) = x · σ(x)
-func swigluForward<F: Real>(
+@inlinable package func swigluForward<F: Real>(
     _ act: UnsafeMutablePointer<F>, _ gate: UnsafePointer<F>, _ up: UnsafePointer<F>, count: Int
 ) {
     if let a = asFloat(act), let g = asFloat(gate), let u = asFloat(up) {
@@ -20,7 +21,7 @@ func swigluForward<F: Real>(
 }
 
 /// dgate = dact ⊙ up ⊙ σ(g)(1 + g(1 - σ(g)));  dup = dact ⊙ silu(g). Overwrites dgate and dup.
-func swigluBackward<F: Real>(
+@inlinable package func swigluBackward<F: Real>(
     dgate: UnsafeMutablePointer<F>, dup: UnsafeMutablePointer<F>,
     dact: UnsafePointer<F>, gate: UnsafePointer<F>, up: UnsafePointer<F>, count: Int
 ) {
@@ -43,7 +44,7 @@ func swigluBackward<F: Real>(
 }
 
 /// y[i] += x[i]: the residual connections.
-func addInPlace<F: Real>(_ y: UnsafeMutablePointer<F>, _ x: UnsafePointer<F>, count: Int) {
+@inlinable package func addInPlace<F: Real>(_ y: UnsafeMutablePointer<F>, _ x: UnsafePointer<F>, count: Int) {
     Parallel.chunks(count, size: 32768) { _, range in
         for i in range { y[i] += x[i] }
     }

@@ -6,6 +6,8 @@
 // stay exactly as in `f32`. Attention, norms, softmax, the loss and every sum stay FP32 in all modes.
 import CKernels
 import Foundation
+import GradMapRuntime
+import GradMapSupport
 
 public enum MatmulPrecision: String, CaseIterable, Sendable {
     case f32, bf16
@@ -96,7 +98,7 @@ enum BF16Matmul {
 /// C = alpha·op(A)·op(B) + beta·C in the given precision. Float with beta 0 or 1 (every linear and lm_head
 /// product) goes through oneDNN, with BF16-rounded inputs for `bf16`; anything else is the BLAS product of F.
 @inline(__always)
-func gemm<F: Real>(
+@inlinable package func gemm<F: Real>(
     _ precision: MatmulPrecision, _ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: Int,
     _ alpha: F, _ a: UnsafePointer<F>, _ lda: Int, _ b: UnsafePointer<F>, _ ldb: Int,
     _ beta: F, _ c: UnsafeMutablePointer<F>, _ ldc: Int
@@ -123,7 +125,7 @@ func gemm<F: Real>(
 
 /// A product that cannot run (oneDNN refused a shape or ran out of memory) ends the job with one line: the
 /// callers are the model's inner loops, which have no way to carry on without it.
-func productFailed(_ error: Error) -> Never {
+@usableFromInline func productFailed(_ error: Error) -> Never {
     let prefix = Communicator.mpiStarted ? "rank \(Communicator.worldRank)" : "gradmap-dist"
     FileHandle.standardError.write(Data("\(prefix): \(error)\n".utf8))
     Communicator.abort(code: 1)

@@ -1,9 +1,10 @@
 // RMSNorm as in LLaMA: y = x · rsqrt(mean(x²) + eps) · w, computed in the engine's scalar type.
 // Rows are independent and shared among threads; the weight gradient is summed per column block, over
 // rows in order, so the result does not depend on the thread count.
+import GradMapRuntime
 
 /// out[N, C] = inp[N, C] · rstd[n] · weight[C], with rstd[N] = 1 / sqrt(mean_c inp² + eps) saved for backward.
-func rmsnormForward<F: Real>(
+@inlinable package func rmsnormForward<F: Real>(
     _ out: UnsafeMutablePointer<F>, _ rstd: UnsafeMutablePointer<F>,
     _ inp: UnsafePointer<F>, _ weight: UnsafePointer<F>, n: Int, c: Int, eps: F
 ) {
@@ -22,7 +23,7 @@ func rmsnormForward<F: Real>(
 
 /// dinp[N, C] += ∂L/∂inp;  dweight[C] += Σ_n dout · inp · rstd.
 /// With g = w ⊙ dy: dx = rstd · g - rstd³ / C · x · Σ_c (g ⊙ x).
-func rmsnormBackward<F: Real>(
+@inlinable package func rmsnormBackward<F: Real>(
     dinp: UnsafeMutablePointer<F>, dweight: UnsafeMutablePointer<F>?,
     dout: UnsafePointer<F>, inp: UnsafePointer<F>, weight: UnsafePointer<F>, rstd: UnsafePointer<F>,
     n: Int, c: Int

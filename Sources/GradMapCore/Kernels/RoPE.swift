@@ -1,6 +1,8 @@
 // Rotary position embedding in Hugging Face's "rotate half" layout: dimension i pairs with i + hd/2.
 // Frequencies (with llama3 or linear scaling) come from RopeConfig; the tables are built once in Double.
 import Foundation
+import GradMapRuntime
+import GradMapSupport
 
 /// cos/sin tables [T, hd/2] for positions 0..T-1.
 public struct RopeTables<F: Real>: @unchecked Sendable {
@@ -27,7 +29,7 @@ public struct RopeTables<F: Real>: @unchecked Sendable {
 /// Rotates x[N, heads, hd] in place; token n sits at position n mod T (windows of T tokens).
 /// Forward: (x1, x2) → (x1·c - x2·s, x2·c + x1·s). Backward (`inverse`): the transpose rotation.
 @inline(__always)
-func ropeApply<F: Real>(
+@inlinable package func ropeApply<F: Real>(
     _ x: UnsafeMutablePointer<F>, _ tables: RopeTables<F>, n: Int, heads: Int, hd: Int, inverse: Bool
 ) {
     let half = hd / 2

@@ -2,9 +2,12 @@
 // of T tokens (N = B·T rows). Each decoder layer keeps its input h_l per in-flight micro-batch ("slot");
 // its internals are either kept too (store: fastest backward) or shared by all layers and recomputed from
 // h_l during the backward (recompute: memory of one layer instead of all).
+import GradMapFormats
+import GradMapRuntime
+import GradMapSupport
 
 /// Everything a decoder layer computes between its input and its output, for one micro-batch.
-final class LayerInternals<F: Real>: @unchecked Sendable {
+package final class LayerInternals<F: Real>: @unchecked Sendable {
     let ln1: Buffer<F>    // [N, H]   RMSNorm_1(h)
     let rstd1: Buffer<F>  // [N]
     let q: Buffer<F>      // [N, nh·hd]  after RoPE
@@ -12,7 +15,7 @@ final class LayerInternals<F: Real>: @unchecked Sendable {
     let v: Buffer<F>      // [N, nkv·hd]
     let att: Buffer<F>    // [N, nh·hd]  attention output before o_proj
     let lse: Buffer<F>    // [B, nh, T]  row log-sum-exp of the scores
-    let u: Buffer<F>      // [N, H]   h + o_proj(att)
+    package let u: Buffer<F>      // [N, H]   h + o_proj(att)
     let ln2: Buffer<F>    // [N, H]   RMSNorm_2(u)
     let rstd2: Buffer<F>  // [N]
     let gate: Buffer<F>   // [N, I]   gate_proj, before SiLU

@@ -1,6 +1,7 @@
 // What one run of the model computes, handed to every call of the schedule and the stages instead of being
 // left in them as mutable flags: which layers make up the model, which gradients the backward produces, and
 // the arithmetic of the products. A run with no gradients is forward only.
+import GradMapKernels
 
 public struct Pass: Sendable, Equatable {
     public enum Gradients: Sendable, Equatable {
@@ -29,7 +30,7 @@ public struct Pass: Sendable, Equatable {
         self.precision = precision
     }
 
-    var backward: Bool { gradients != .none }
+    package var backward: Bool { gradients != .none }
     /// Whether the backward computes the decoder layers' dL/dW products.
     var layerWeightGradients: Bool { gradients == .layerMatrices || gradients == .allWeights }
     /// Whether the backward also produces the norms', biases', embedding's and lm_head's gradients.

@@ -3,6 +3,10 @@
 // everything; the MPI schedule drives several through the same entry points:
 //   embed → forwardLayers → head (loss, dL/dh) → backwardLayers → embedBackward.
 // Gradients accumulate into params.grads across micro-batches; zeroing them is the caller's step.
+import GradMapFormats
+import GradMapKernels
+import GradMapRuntime
+import GradMapSupport
 
 public final class Stage<F: Real>: @unchecked Sendable {
     public let config: ModelConfig
@@ -15,7 +19,7 @@ public final class Stage<F: Real>: @unchecked Sendable {
 
     let rope: RopeTables<F>
     /// inputs[slot][i] = h entering part.layers[i], [N, H]; outputs[slot] = h leaving the stage, [N, H].
-    let inputs: [[Buffer<F>]]
+    package let inputs: [[Buffer<F>]]
     let outputs: [Buffer<F>]
     /// internals[slot][i] (store) or a single shared set (recompute).
     let internals: [[LayerInternals<F>]]
@@ -71,12 +75,12 @@ public final class Stage<F: Real>: @unchecked Sendable {
         return total
     }
 
-    func localIndex(_ layer: Int) -> Int { layer - params.part.layers.lowerBound }
+    package func localIndex(_ layer: Int) -> Int { layer - params.part.layers.lowerBound }
 
     /// This stage's layers among the pass's, in order.
-    func active(_ pass: Pass) -> [Int] { pass.layers.filter { params.part.layers.contains($0) } }
+    package func active(_ pass: Pass) -> [Int] { pass.layers.filter { params.part.layers.contains($0) } }
 
-    func internalsFor(slot: Int, layer: Int) -> LayerInternals<F> {
+    package func internalsFor(slot: Int, layer: Int) -> LayerInternals<F> {
         internals.count == 1 && internals[0].count == 1 ? internals[0][0] : internals[slot][localIndex(layer)]
     }
 
@@ -150,7 +154,8 @@ public final class Stage<F: Real>: @unchecked Sendable {
 
     /// Runs `layers` (in order) on inp[N, H] without touching the stored activations of slot 0's later
     /// backward, ping-ponging between two scratch buffers; returns where the result is.
-    func runLayers(
+    @_specialize(where F == Float)  // called from CandidateSweep and the compensation (other modules)
+    package func runLayers(
         _ layers: ArraySlice<Int>, b: Int, from inp: UnsafeMutablePointer<F>,
         scratch: (UnsafeMutablePointer<F>, UnsafeMutablePointer<F>), precision: MatmulPrecision
     ) -> UnsafeMutablePointer<F> {
@@ -166,7 +171,8 @@ public final class Stage<F: Real>: @unchecked Sendable {
         return current
     }
 
-    func layerForward(
+    @_specialize(where F == Float)  // called from CandidateSweep and the compensation (other modules)
+    package func layerForward(
         _ l: Int, b: Int, inp: UnsafeMutablePointer<F>, out: UnsafeMutablePointer<F>, x: LayerInternals<F>,
         precision matmul: MatmulPrecision
     ) {
@@ -316,4 +322,8 @@ public struct LayerTap<F: Real> {
     public let u: UnsafePointer<F>
     /// h_{l+1}, the layer's output.
     public let out: UnsafePointer<F>
+
+    package init(layer: Int, rows: Int, inp: UnsafePointer<F>, u: UnsafePointer<F>, out: UnsafePointer<F>) {
+        self.layer = layer; self.rows = rows; self.inp = inp; self.u = u; self.out = out
+    }
 }

@@ -1,4 +1,6 @@
 // A checkpoint described for people: architecture, sizes, bytes per layer as stored and as float32.
+import GradMapFormats
+import GradMapSupport
 
 public struct ModelSummary: Sendable {
     public let config: ModelConfig

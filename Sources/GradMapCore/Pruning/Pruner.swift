@@ -4,6 +4,12 @@
 // candidates by the calibration loss with each removed and keeps the best. Every rank runs the same loop on
 // the same reduced scores, so decisions agree everywhere without extra messages.
 import Foundation
+import GradMapData
+import GradMapDistributed
+import GradMapEngine
+import GradMapFormats
+import GradMapSupport
+import GradMapRuntime
 
 public enum CompensationTarget: Sendable, Equatable {
     case auto, shift, layer(Int)
@@ -38,10 +44,16 @@ public struct Decision: Sendable {
     /// (candidate, calibration loss without it) when --verify-top M > 1.
     public let verified: [(Int, Double)]
     public let seconds: Double
+
+    package init(step: Int, removed: Int, score: Double, scores: [Double], verified: [(Int, Double)], seconds: Double) {
+        self.step = step; self.removed = removed; self.score = score; self.scores = scores; self.verified = verified
+        self.seconds = seconds
+    }
 }
 
 /// Concrete in Float (not generic) so that everything it drives — the pipeline, the stages, the kernels — is
-/// specialised inside this module; a generic class called from the CLI would run unspecialised code.
+/// specialised for Float here (the kernels are @inlinable); a generic class called from the CLI would run
+/// unspecialised code.
 public final class Pruner: @unchecked Sendable {
     public typealias F = Float
     public let pipeline: Pipeline<F>

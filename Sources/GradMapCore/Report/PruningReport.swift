@@ -3,6 +3,11 @@
 // prints it and pruning_report.json holds it with the per-window held-out losses besides. A picture of it
 // goes beside it (ReportSVG).
 import Foundation
+import GradMapCompensation
+import GradMapEngine
+import GradMapKernels
+import GradMapPruning
+import GradMapSupport
 
 /// Held-out perplexities of the model at each stage of the job, on the same windows.
 public struct HeldOutResult: Sendable {
@@ -83,9 +88,17 @@ public struct PruningResult: Sendable {
     /// Per rank: timings, bytes sent, peak memory (Pipeline.gatherRankStats).
     public var ranks: [JSONValue] = []
 
-    static func number(_ x: Double) -> JSONValue { x.isNaN ? .null : .double(x) }
+    package init(
+        metric: String, command: String, seqLen: Int, seed: UInt64, matmul: MatmulPrecision, calibrationWindows: [Int],
+        validationWindows: [Int]
+    ) {
+        self.metric = metric; self.command = command; self.seqLen = seqLen; self.seed = seed; self.matmul = matmul
+        self.calibrationWindows = calibrationWindows; self.validationWindows = validationWindows
+    }
+
+    package static func number(_ x: Double) -> JSONValue { x.isNaN ? .null : .double(x) }
     /// [lo, hi]; null bounds where there is no spread to estimate (one window).
-    static func interval(_ b: (Double, Double)) -> JSONValue { .array([number(b.0), number(b.1)]) }
+    package static func interval(_ b: (Double, Double)) -> JSONValue { .array([number(b.0), number(b.1)]) }
 
     /// The result in the documented key order: what `prune --json` prints.
     public var json: JSONValue { json(windowLosses: false) }
@@ -168,6 +181,10 @@ public struct ScoreResult: Sendable {
     public let scores: [Double]
     public let calibrationWindows: [Int]
     public let seconds: Double
+
+    package init(metric: Metric, scores: [Double], calibrationWindows: [Int], seconds: Double) {
+        self.metric = metric; self.scores = scores; self.calibrationWindows = calibrationWindows; self.seconds = seconds
+    }
 
     public var json: JSONValue {
         .object([

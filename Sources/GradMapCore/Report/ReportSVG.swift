@@ -5,6 +5,7 @@
 // cannot show), the perplexity before pruning, after and after compensation with 95 % intervals on a log
 // axis, and the time per phase. Plain SVG 1.1 without scripts or external files; a test renders it.
 import Foundation
+import GradMapSupport
 
 public enum ReportSVG {
     public static let width = 980.0

@@ -10,6 +10,7 @@
 // signals from a signalfd, which sees a signal only while every thread blocks it, and OpenBLAS starts its
 // threads before main, so a process-directed SIGTERM would reach one of them and end the process at once.
 import Foundation
+import GradMapSupport
 
 #if canImport(Glibc)
 import Glibc

@@ -9,7 +9,7 @@ public enum Parallel {
 
     /// Runs body(chunk, range) for the chunks [k·size, (k+1)·size) of 0..<n, spread over the workers.
     @inline(__always)
-    static func chunks(_ n: Int, size: Int, _ body: (Int, Range<Int>) -> Void) {
+    @usableFromInline package static func chunks(_ n: Int, size: Int, _ body: (Int, Range<Int>) -> Void) {
         let count = (n + size - 1) / size
         let w = min(workers, count)
         if w <= 1 {
@@ -31,7 +31,7 @@ public enum Parallel {
     /// Runs body(worker, item) for items 0..<n, item i on worker i mod w (w ≤ workers): each worker owns
     /// scratch space indexed by `worker`.
     @inline(__always)
-    static func items(_ n: Int, maxWorkers: Int = .max, _ body: (Int, Int) -> Void) {
+    @usableFromInline package static func items(_ n: Int, maxWorkers: Int = .max, _ body: (Int, Int) -> Void) {
         let w = min(workers, n, maxWorkers)
         if w <= 1 {
             for i in 0..<n { body(0, i) }

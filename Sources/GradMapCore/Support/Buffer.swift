@@ -30,12 +30,14 @@ extension Buffer where T: BinaryFloatingPoint {
 
 /// A grow-only area of BF16 bits (64-byte aligned) for the products' rounded or packed inputs: fresh pages per
 /// product cost more than the product. Not thread-safe: its owner serialises the products that use it.
-final class BF16Scratch: @unchecked Sendable {
+package final class BF16Scratch: @unchecked Sendable {
     private var base: UnsafeMutablePointer<UInt16>? = nil
     private var capacity = 0
 
+    package init() {}
+
     /// At least `count` elements; earlier contents are not kept when it grows.
-    func reserve(_ count: Int) -> UnsafeMutablePointer<UInt16> {
+    package func reserve(_ count: Int) -> UnsafeMutablePointer<UInt16> {
         if count > capacity {
             base?.deallocate()
             capacity = max(count, capacity * 5 / 4)

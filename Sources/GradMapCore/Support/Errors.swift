@@ -63,14 +63,18 @@ public struct JobFailure: Error, @unchecked Sendable {
     public let reporter: Int
     /// Every rank found an error: the job's input is wrong, not one rank's view of it.
     public let everyRank: Bool
+
+    package init(code: Int32, error: Error?, reporter: Int, everyRank: Bool) {
+        self.code = code; self.error = error; self.reporter = reporter; self.everyRank = everyRank
+    }
 }
 
 @inline(__always)
-func bad(_ message: String) -> GradMapError { .badInput(message) }
+package func bad(_ message: String) -> GradMapError { .badInput(message) }
 
 /// A bad value of a job's setting (see GradMapError.badValue).
 @inline(__always)
-func bad(_ field: ConfigField, _ value: Any?, _ detail: String) -> GradMapError {
+package func bad(_ field: ConfigField, _ value: Any?, _ detail: String) -> GradMapError {
     .badValue(field: field, value: value.map { "\($0)" }, detail: detail)
 }
 

@@ -61,7 +61,7 @@ public indirect enum JSONValue: Sendable {
         out += "\n" + String(repeating: " ", count: indent * level)
     }
 
-    static func escape(_ s: String, into out: inout String) {
+    package static func escape(_ s: String, into out: inout String) {
         out += "\""
         for scalar in s.unicodeScalars {
             switch scalar {
@@ -80,4 +80,10 @@ public indirect enum JSONValue: Sendable {
         }
         out += "\""
     }
+}
+
+/// An integer from parsed JSON (NSNumber from JSONSerialization, or Swift integers in an object built in code).
+package func jsonInt(_ v: Any?) -> Int? {
+    if v is Bool, !(v is Int) { return nil }
+    return v as? Int
 }

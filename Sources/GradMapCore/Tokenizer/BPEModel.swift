@@ -2,6 +2,7 @@
 // `tokenizers`' models/bpe does it. Symbols are token ids from the start (one per character), so merging is
 // integer work: a pair (left, right) looks up (rank, merged id) in an open-addressing table.
 import Foundation
+import GradMapSupport
 
 /// (left id, right id) → (rank, merged id), packed into UInt64s; linear probing.
 struct MergeTable: Sendable {

@@ -1,5 +1,6 @@
 // tokenizer.json `decoder`: token strings back to text (ByteLevel bytes, SentencePiece's "▁" and <0xNN>
 // bytes), each step mapping the list of token strings as `tokenizers`' decode_chain does, joined at the end.
+import GradMapSupport
 
 indirect enum Decoder: Sendable {
     case sequence([Decoder])
@@ -117,10 +118,4 @@ indirect enum Decoder: Sendable {
             }
         }
     }
-}
-
-/// An integer from parsed JSON (NSNumber from JSONSerialization, or Swift integers in an object built in code).
-func jsonInt(_ v: Any?) -> Int? {
-    if v is Bool, !(v is Int) { return nil }
-    return v as? Int
 }

@@ -1,6 +1,7 @@
 // tokenizer.json `normalizer`: the text transformations applied to each stretch of text between added tokens,
 // before pre-tokenization (LLaMA-2's Prepend "▁" + Replace " " → "▁", Qwen2's NFC, ...).
 import Foundation
+import GradMapSupport
 
 /// A `pattern` of Split, Replace: {"String": literal} or {"Regex": pattern}.
 enum TextPattern: Sendable {

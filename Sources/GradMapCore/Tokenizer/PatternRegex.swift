@@ -3,6 +3,7 @@
 // This covers the syntax such patterns use — alternation, (?:) (?i:) (?=) (?!) groups, classes with \p{..},
 // \s \d \w and their negations, ? * + {m,n} (greedy or lazy), . ^ $ — and rejects the rest with a clear error.
 // It matches on [UInt32] scalar values, which keeps the pre-tokenizer free of String and NSString work.
+import GradMapSupport
 
 struct PatternRegex: Sendable {
     /// One instruction; plain data so that the matching loop does no reference counting. A scalar test

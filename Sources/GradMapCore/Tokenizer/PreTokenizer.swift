@@ -1,6 +1,7 @@
 // tokenizer.json `pre_tokenizer`: cuts normalized text into words that BPE then encodes one by one (ByteLevel
 // with the GPT-2 regex, Split with a model's own regex, Digits, Metaspace, or a Sequence of them). Each step
 // applies to every piece the previous step produced, as `tokenizers`' PreTokenizedString::split does.
+import GradMapSupport
 
 /// A piece of text being pre-tokenized. `atStart`: it begins at offset 0 of the original text (Metaspace's
 /// prepend_scheme "first" prepends "▁" only there).

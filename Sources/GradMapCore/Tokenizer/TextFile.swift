@@ -1,6 +1,8 @@
 // Inputs of `tokenize`: a strictly validated UTF-8 text file (a bad byte is an error with its offset, never a
 // silent U+FFFD), and where a model's tokenizer lives.
 import Foundation
+import GradMapFormats
+import GradMapSupport
 
 /// The file's text; bad input when it is missing or not valid UTF-8 (naming the offset of the first bad byte).
 public func readUTF8Text(path: String) throws -> String {

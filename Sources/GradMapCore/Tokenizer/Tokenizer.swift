@@ -4,6 +4,7 @@
 // are cut out first, each stretch between them is normalized, pre-tokenized into words, and each word is
 // BPE-encoded (cached per word, so a long text costs one BPE run per distinct word).
 import Foundation
+import GradMapSupport
 
 public final class Tokenizer {
     /// Where the tokenizer came from (the tokenizer.json path), for messages.

@@ -1,6 +1,7 @@
 // angular: blocks of n = K layers, d(l) = mean over windows of arccos(cos(h_l, h_{l+n})) / π at each window's
 // last token; the pruner removes the lowest-scored block [l*, l*+n) at once (one-shot, original model).
 import Foundation
+import GradMapEngine
 
 struct AngularMetric: LayerMetric {
     var gradients: Pass.Gradients { .none }

@@ -1,4 +1,6 @@
 // bi (block influence): 1 - mean_t cos(h_{l,t}, h_{l+1,t}), how little layer l turns the residual stream.
+import GradMapDistributed
+import GradMapEngine
 
 struct BlockInfluenceMetric: LayerMetric {
     var gradients: Pass.Gradients { .none }

@@ -1,4 +1,5 @@
 // fisher: Σ_t <∂L/∂h_{l+1,t}, f_l(h_l)_t>², the empirical Fisher of layer l's residual gate.
+import GradMapEngine
 
 struct FisherMetric: LayerMetric {
     var gradients: Pass.Gradients { .activations }

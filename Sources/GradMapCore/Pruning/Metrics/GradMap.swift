@@ -1,4 +1,5 @@
 // gradmap: the mean absolute weight gradient of the layer's matrices, Σ‖G_W‖₁ / Σ|W| (L2: (Σ‖G_W‖₂²)^½ / Σ|W|).
+import GradMapEngine
 
 struct GradMapMetric: LayerMetric {
     var gradients: Pass.Gradients { .layerMatrices }

@@ -5,6 +5,10 @@
 // are reduced across replicas and the per-layer scores gathered across stages, so every rank ends with the
 // same table.
 import Foundation
+import GradMapDistributed
+import GradMapEngine
+import GradMapFormats
+import GradMapRuntime
 
 public enum Metric: String, CaseIterable, Sendable {
     case gradmap, fisher, gate, taylor, bi, angular, sleb, random

@@ -1,5 +1,6 @@
 // random: one uniform draw per kept layer in ascending order (protected ones too), from the pruner's
 // generator, whose state carries over decisions. Needs no pass.
+import GradMapEngine
 
 struct RandomMetric: LayerMetric {
     var gradients: Pass.Gradients { .none }

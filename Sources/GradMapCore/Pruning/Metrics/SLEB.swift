@@ -1,5 +1,6 @@
 // sleb: the calibration loss of the current model with l also removed, for every removable layer (one
 // reusing forward sweep); protected layers stay NaN.
+import GradMapEngine
 
 struct SLEBMetric: LayerMetric {
     var gradients: Pass.Gradients { .none }

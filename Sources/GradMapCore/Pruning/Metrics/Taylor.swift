@@ -1,4 +1,5 @@
 // taylor: Σ over the layer's matrices of Σ_ij |W_ij · G_W,ij|, the first-order loss change of zeroing them.
+import GradMapEngine
 
 struct TaylorMetric: LayerMetric {
     var gradients: Pass.Gradients { .layerMatrices }

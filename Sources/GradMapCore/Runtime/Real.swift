@@ -57,11 +57,11 @@ extension Double: Real {
 // generic loops stay for Double, where the finite-difference tests check them, and the float32 versions are
 // tested against those (ElementwiseKernelTests).
 @inline(__always)
-func asFloat<F: Real>(_ p: UnsafeMutablePointer<F>) -> UnsafeMutablePointer<Float>? {
+@inlinable package func asFloat<F: Real>(_ p: UnsafeMutablePointer<F>) -> UnsafeMutablePointer<Float>? {
     F.self == Float.self ? UnsafeMutableRawPointer(p).assumingMemoryBound(to: Float.self) : nil
 }
 
 @inline(__always)
-func asFloat<F: Real>(_ p: UnsafePointer<F>) -> UnsafePointer<Float>? {
+@inlinable package func asFloat<F: Real>(_ p: UnsafePointer<F>) -> UnsafePointer<Float>? {
     F.self == Float.self ? UnsafeRawPointer(p).assumingMemoryBound(to: Float.self) : nil
 }

@@ -6,6 +6,9 @@
 // Nor a temporary folder: a rank that fails or gets SIGTERM/SIGINT (Interrupt) removes it, and one left by a
 // SIGKILLed writer is removed when the next prune to the same DIR starts.
 import Foundation
+import GradMapDistributed
+import GradMapFormats
+import GradMapRuntime
 
 /// Float only, like Pruner: the pipeline it writes from is the engine's float32 one.
 public struct PrunedWriter {
@@ -162,14 +165,6 @@ func jsonFile(_ object: Any) throws -> Data {
 func writeJSON(_ object: Any, to path: String) throws {
     let data = try jsonFile(object)
     try namingFile(path) { try data.write(to: URL(fileURLWithPath: path)) }
-}
-
-/// Runs a file operation on `path`; a Foundation or POSIX failure becomes a runtime error naming the file
-/// (exit code 1: the machine failed, not the input).
-func namingFile<T>(_ path: String, _ what: String = "cannot write", _ body: () throws -> T) throws -> T {
-    do { return try body() } catch let e as GradMapError { throw e } catch {
-        throw GradMapError.runtime("\(path): \(what) (\(GradMapError.reason(error)))")
-    }
 }
 
 extension ModelConfig {

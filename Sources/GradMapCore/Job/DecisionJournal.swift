@@ -6,6 +6,9 @@
 // all round-trip the last digit), so that a resumed job reports exactly what the first run measured. A line cut short by a crash is ignored. Decisions do not depend on the number of
 // ranks or stages, so a resumed job may run on another layout.
 import Foundation
+import GradMapFormats
+import GradMapPruning
+import GradMapSupport
 
 public struct JobFingerprint: Sendable, Equatable {
     /// Tensor names, shapes and dtypes, the config, and each file's size with its first and last MiB.

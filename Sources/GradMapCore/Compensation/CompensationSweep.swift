@@ -9,6 +9,13 @@
 // passes do (the same micro-batches, the same fold, the same head), so the choices, losses and written
 // tensors are the same bits (CompensationSweepTests).
 import Foundation
+import GradMapDistributed
+import GradMapEngine
+import GradMapFormats
+import GradMapKernels
+import GradMapPruning
+import GradMapRuntime
+import GradMapSupport
 
 /// Which passes the compensation runs: the shared ones (the job's), or each part's own (kept for the tests
 /// that compare them).
@@ -264,7 +271,8 @@ extension Compensation {
         let (table, totals) = try nll.reduced(over: pipeline.world)
         let predictions = Double(validation.count * (t - 1))
         let v = validation.count
-        let rows = (0...layers.count).map { r in (0..<v).map { table[r * v + $0] / Double(t - 1) } }
+        let perWindow = Double(t - 1)
+        let rows: [[Double]] = (0...layers.count).map { r in (0..<v).map { w in table[r * v + w] / perWindow } }
         return ValidationLosses(baseline: rows[0], solutions: Array(rows.dropFirst()),
                                 baselineMean: totals[0] / predictions, solutionMeans: totals.dropFirst().map { $0 / predictions })
     }

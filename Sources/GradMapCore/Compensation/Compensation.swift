@@ -6,6 +6,14 @@
 // layer, or (auto) the validation loss over candidate layers and ridge factors.
 import CBLAS
 import Foundation
+import GradMapData
+import GradMapDistributed
+import GradMapEngine
+import GradMapFormats
+import GradMapKernels
+import GradMapPruning
+import GradMapRuntime
+import GradMapSupport
 
 public struct CompensationCandidate: Sendable {
     public let layer: Int

@@ -1,4 +1,7 @@
 // Norms of parameter gradients per layer (what `grad-stats` prints and the gradient metrics build on).
+import GradMapEngine
+import GradMapFormats
+import GradMapRuntime
 
 public struct LayerGradNorms: Sendable {
     public let index: Int

@@ -2,6 +2,10 @@
 // GGUF (PrunedGGUFWriter), anything else a Hugging Face folder (PrunedWriter). Also where the job's decision
 // journal lives: in the folder's `.DIR.partial`, or beside a GGUF's partial file as `.NAME.gguf.decisions.jsonl`.
 import Foundation
+import GradMapDistributed
+import GradMapFormats
+import GradMapRuntime
+import GradMapSupport
 
 public enum PrunedOutput: Sendable {
     case folder(String)
@@ -26,7 +30,7 @@ public enum PrunedOutput: Sendable {
     }
 
     /// Makes the place the journal goes into (the partial folder; a GGUF's journal needs none).
-    func prepareJournal() throws {
+    package func prepareJournal() throws {
         guard case .folder = self else { return }
         try namingFile(partial.path, "cannot create") {
             try FileManager.default.createDirectory(atPath: partial.path, withIntermediateDirectories: false)

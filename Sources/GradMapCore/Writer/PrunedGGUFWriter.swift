@@ -9,6 +9,10 @@
 // bytes from the source itself; only the rank holding the compensated layer sends it its values. Built as
 // `.NAME.partial` beside NAME and renamed (PartialFolder), so a failed run leaves nothing half-written.
 import Foundation
+import GradMapDistributed
+import GradMapFormats
+import GradMapRuntime
+import GradMapSupport
 
 /// How the compensated ffn_down is stored in a pruned GGUF. On SmolLM2-135M Q4_1 (K = 8, docs/data.md) F16 keeps
 /// all of the compensation's gain (held-out perplexity 58.31) for 1.2 MB more, re-quantising keeps 99 % of it
@@ -206,7 +210,7 @@ public struct PrunedGGUFWriter {
 
 extension GGUFValue {
     /// The GGUF value type code.
-    var typeID: UInt32 {
+    package var typeID: UInt32 {
         switch self {
         case .u8: return 0
         case .i8: return 1
@@ -239,7 +243,7 @@ extension GGUFValue {
     }
 
     /// The value's bytes as GGUF stores them (without its type code; an array's element type and count first).
-    func encode(into out: inout Data) {
+    package func encode(into out: inout Data) {
         switch self {
         case .u8(let v): out.appendLE(v)
         case .i8(let v): out.appendLE(v)

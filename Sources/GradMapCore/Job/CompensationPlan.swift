@@ -1,5 +1,7 @@
 // The forward passes Compensation.run makes, counted before it runs (the job's time estimate, TimeLeft):
 // keep in step with run() and CompensationSweep.swift when they change.
+import GradMapCompensation
+import GradMapPruning
 
 extension Compensation {
     /// The ridge factors the auto compensation tries per candidate layer (run()'s).

@@ -3,6 +3,7 @@
 // world of size 1 whose collectives are identities, so single-process runs need no mpirun.
 import CMPI
 import Foundation
+import GradMapSupport
 
 public protocol MPIScalar { static var mpiType: MPI_Datatype { get } }
 extension Float: MPIScalar { public static var mpiType: MPI_Datatype { gm_float() } }

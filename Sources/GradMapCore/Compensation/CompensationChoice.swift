@@ -5,6 +5,7 @@
 // against the best one contains 0, the strongest ridge (the pull toward P = I) wins, and it is folded only
 // when its paired interval against the uncompensated model lies wholly below 0.
 import Foundation
+import GradMapSupport
 
 /// Mean NLL of each validation window (over its T − 1 predictions), the windows in the same order for every
 /// row: the uncompensated (pruned) model and each solution folded at its layer.
@@ -16,11 +17,11 @@ struct ValidationLosses {
     var solutionMeans: [Double]
 }
 
-enum CompensationChoice {
+package enum CompensationChoice {
     /// The ridge factors α the auto compensation tries per candidate layer (λ = α·tr(Σzzᵀ)/H), weakest
     /// first: 0.1 is near the plain least-squares fit, 10 pulls P well toward I (the set measured in
     /// results-notes.md, "Compensation out of domain").
-    static let ridgeFactors: [Double] = [0.1, 1, 10]
+    package static let ridgeFactors: [Double] = [0.1, 1, 10]
 
     /// The relative validation-loss gain a solution must exceed besides the interval (1e-6: far above the
     /// ~1e-8 a no-op fold moves the loss by rounding, far below any compensation worth having). It is the
@@ -36,10 +37,18 @@ enum CompensationChoice {
         let spread = losses.baseline.count >= 2
         // Not distinguishable from the best: the paired interval of (k − best) reaches 0. With one window,
         // only an exact tie is.
-        let tied = means.indices.filter { k in
-            spread ? pairedInterval(losses.solutions[best], losses.solutions[k]).lo <= 0 : means[k] == means[best]
+        func isTied(_ k: Int) -> Bool {
+            guard spread else { return means[k] == means[best] }
+            return pairedInterval(losses.solutions[best], losses.solutions[k]).lo <= 0
         }
-        let pick = tied.max { (ridges[$0], -means[$0], -$0) < (ridges[$1], -means[$1], -$1) }!
+        let tied = means.indices.filter(isTied)
+        // The strongest ridge; then the lower loss, then the lower index.
+        func before(_ a: Int, _ b: Int) -> Bool {
+            if ridges[a] != ridges[b] { return ridges[a] < ridges[b] }
+            if means[a] != means[b] { return means[a] > means[b] }
+            return a > b
+        }
+        let pick = tied.max(by: before)!
         guard means[pick] < losses.baselineMean * (1 - minimumGain) else { return nil }
         if spread && !(pairedInterval(losses.baseline, losses.solutions[pick]).hi < 0) { return nil }
         return pick

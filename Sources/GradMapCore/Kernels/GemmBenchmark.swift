@@ -2,6 +2,7 @@
 // comparison of the libraries that could run a product (oneDNN, which the engine uses; OpenBLAS sgemm; the
 // hand-written AMX kernel).
 import Foundation
+import GradMapSupport
 
 public enum GemmBenchmark {
     public struct Result: Sendable {

@@ -3,7 +3,7 @@
 import Foundation
 
 /// A string from a file with its control characters escaped (\n, \t, \u{1B}); printable text as it is.
-func shown(_ s: String) -> String {
+package func shown(_ s: String) -> String {
     guard s.unicodeScalars.contains(where: { $0.properties.generalCategory == .control || $0 == "\u{2028}" || $0 == "\u{2029}" })
     else { return s }
     var out = ""
@@ -25,7 +25,7 @@ func shown(_ s: String) -> String {
 
 /// A parsed JSON value (or any value) on one line: strings as above, lists and objects as compact JSON, cut
 /// after 200 characters (a whole vocabulary is not a useful "got ...").
-func shown(_ v: Any?) -> String {
+package func shown(_ v: Any?) -> String {
     guard let v, !(v is NSNull) else { return "null" }
     var text: String
     if let s = v as? String {
