@@ -94,6 +94,7 @@ struct GradMapDist: ParsableCommand {
         case .microBatch: return "--micro-batch"
         case .remove: return "--remove"
         case .layers: return "--layers"
+        case .without: return "--without"
         case .metric: return "--metric"
         case .protectFirst: return "--protect-first"
         case .protectLast: return "--protect-last"

@@ -35,6 +35,16 @@ extension CompensationTarget: ExpressibleByArgument {
 
 private let defaults = PruneConfig.defaults
 
+/// A comma-separated list of original layer indices.
+private func layerList(_ list: String, field: ConfigField) throws -> [Int] {
+    try list.split(separator: ",").map { item in
+        guard let v = Int(item.trimmingCharacters(in: .whitespaces)) else {
+            throw GradMapError.badValue(field: field, value: nil, detail: "'\(item)' is not a layer index")
+        }
+        return v
+    }
+}
+
 /// The settings shared by prune and score: model, calibration data, metric.
 struct ScoringInputs: ParsableArguments {
     @OptionGroup var engine: EngineOptions
@@ -105,6 +115,8 @@ struct PruneCommand: ParsableCommand {
     var evalWindows: Int?
     @Flag(name: .long, help: "Do not evaluate the unpruned model (when it is known already).")
     var skipOriginalEval = !defaults.evaluateOriginal
+    @Flag(name: .long, help: "Do not evaluate the pruned model before its compensation (when another run of the same layers has).")
+    var skipPrunedEval = !defaults.evaluatePruned
     @Option(name: .long, help: "Output folder (a Hugging Face checkpoint), or FILE.gguf from a GGUF --model.")
     var out: String
     @Option(name: .long, help: "GGUF --out: the compensated ffn_down as f16 or re-quantised to its source type (default: f16).")
@@ -124,14 +136,7 @@ struct PruneCommand: ParsableCommand {
     func config() throws -> PruneConfig {
         var c = scoring.config()
         if let remove { c.decisions.remove = remove }
-        c.decisions.layers = try layers.map { list in
-            try list.split(separator: ",").map { item in
-                guard let v = Int(item.trimmingCharacters(in: .whitespaces)) else {
-                    throw GradMapError.badValue(field: .layers, value: nil, detail: "'\(item)' is not a layer index")
-                }
-                return v
-            }
-        }
+        c.decisions.layers = try layers.map { try layerList($0, field: .layers) }
         c.decisions.verifyTop = verifyTop
         c.decisions.iterative = iterative
         c.decisions.compensateAt = compensate ? compensateAt : nil
@@ -140,6 +145,7 @@ struct PruneCommand: ParsableCommand {
         c.heldOut = evalTokens.map { .tokens($0) } ?? evalText.map { .text($0) }
         c.evalWindows = evalWindows
         c.evaluateOriginal = !skipOriginalEval
+        c.evaluatePruned = !skipPrunedEval
         c.out = out
         c.ggufDown = ggufDown
         c.force = force
@@ -159,15 +165,18 @@ struct PruneCommand: ParsableCommand {
 
 struct ScoreCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "score", abstract: "Scores of one decision on the unpruned model, as JSON.")
+        commandName: "score", abstract: "Scores of one decision on the unpruned model (or without --without), as JSON.")
 
     @OptionGroup var scoring: ScoringInputs
     @Option(name: .long, help: "angular: block size n (layers removed together).")
     var remove = 1
+    @Option(name: .long, help: "Score the decision on the model with these layers (comma-separated original indices) already removed.")
+    var without: String?
 
     func run() throws {
         var config = scoring.config()
         config.decisions.remove = remove
+        config.scoredWithout = try without.map { try layerList($0, field: .without) } ?? []
         config.decisions.compensateAt = nil
         let world = try Communicator.world()
         let result = try PruneJob(config: config, world: world).score()

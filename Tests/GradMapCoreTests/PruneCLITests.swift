@@ -267,6 +267,45 @@ final class PruneCLITests: XCTestCase {
         XCTAssertTrue(scores.allSatisfy { ($0 as? NSNumber).map { $0.doubleValue > 0 } ?? false })
     }
 
+    /// `score --without L` scores the decision a prune job takes after removing L: the same scores to the bit
+    /// and, as `choice`, the layer it removed (sleb: a forward per candidate; fisher: a backward pass). How
+    /// scripts/results.py asks which layer SLEB would take from another metric's model state.
+    func testScoreWithoutIsTheNextDecisionOfAPruneJob() throws {
+        let model = try makeModel(layers: 6)
+        for metric in ["sleb", "fisher"] {
+            let r = try prune(model, temporaryDirectory("without") + "/p", ["--metric", metric, "--remove", "2", "--no-compensate"])
+            XCTAssertEqual(r.status, 0, r.stderr)
+            let decisions = try XCTUnwrap(try json(r)["decisions"] as? [[String: Any]])
+            let first = decisions[0]["removed"] as! Int, second = decisions[1]["removed"] as! Int
+            let s = try runProcess(binaryPath, ["score", "--model", model, "--tokens", model + "/tokens.bin", "--seq-len", "16",
+                                                "--calib-windows", "8", "--metric", metric, "--without", "\(first)"])
+            XCTAssertEqual(s.status, 0, s.stderr)
+            let scored = try json(s)
+            XCTAssertEqual(scored["choice"] as? Int, second, metric)
+            XCTAssertEqual(scored["without"] as? [Int], [first])
+            let expected = (decisions[1]["scores"] as! [Any]).map { ($0 as? NSNumber)?.doubleValue }
+            let got = (scored["scores"] as! [Any]).map { ($0 as? NSNumber)?.doubleValue }
+            XCTAssertEqual(got, expected, "\(metric): the scores of the job's second decision")
+            XCTAssertNil(got[first] ?? nil, "the removed layer has no score")
+        }
+        let bad = try runProcess(binaryPath, ["score", "--model", model, "--tokens", model + "/tokens.bin", "--seq-len", "16",
+                                              "--without", "1,2,3,4"])
+        XCTAssertEqual(bad.status, 2)
+        XCTAssertTrue(bad.stderr.contains("--without: no layer is left"), bad.stderr)
+    }
+
+    /// --skip-pruned-eval leaves the pruned model's held-out evaluation out and keeps the compensated one.
+    func testSkipPrunedEval() throws {
+        let model = try makeModel(layers: 6)
+        let r = try prune(model, temporaryDirectory("skip") + "/p", ["--layers", "2,3", "--compensate-at", "4", "--eval-tokens",
+                                                                     model + "/tokens.bin", "--skip-original-eval", "--skip-pruned-eval"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let eval = try XCTUnwrap(try json(r)["eval"] as? [String: Any])
+        XCTAssertNil(eval["ppl_pruned"])
+        XCTAssertNil(eval["ppl_original"])
+        XCTAssertNotNil(eval["ppl_compensated"])
+    }
+
     func testBadInputIsRefusedAndNothingIsWritten() throws {
         let model = try makeModel(layers: 6)
         let parent = temporaryDirectory("badprune")

@@ -27,6 +27,10 @@ public struct PruneConfig: Sendable {
     public var evalWindows: Int? = nil
     /// Evaluate the unpruned model too (skip it when it is known already).
     public var evaluateOriginal = true
+    /// Evaluate the pruned model before its compensation (skip it when another run of the same layers has).
+    public var evaluatePruned = true
+    /// score(): the layers (original indices) already removed from the model whose decision is scored.
+    public var scoredWithout: [Int] = []
     /// The pruned checkpoint's folder, or a .gguf file from a GGUF model (PrunedOutput; run() only).
     public var out: String? = nil
     /// A GGUF out's compensated ffn_down: F16 or re-quantised to its source type; nil: F16.
@@ -52,6 +56,18 @@ public struct PruneConfig: Sendable {
         guard calibWindows >= 1 else { throw bad(.calibWindows, calibWindows, "must be at least 1") }
         if let n = evalWindows, n < 1 { throw bad(.evalWindows, n, "must be at least 1") }
         if let v = validationWindows, v < 1 { throw bad(.validationWindows, v, "must be at least 1") }
+    }
+
+    /// score()'s removed layers against the model: in range, once each, leaving a layer to score.
+    func validateScoredWithout(layers l: Int) throws {
+        for x in scoredWithout where x < 0 || x >= l {
+            throw bad(.without, nil, "layer \(x) is out of range; the model has layers 0..\(l - 1)")
+        }
+        if let dup = scoredWithout.first(where: { x in scoredWithout.filter { $0 == x }.count > 1 }) {
+            throw bad(.without, nil, "layer \(dup) is given twice")
+        }
+        let removable = (decisions.protectFirst..<max(decisions.protectFirst, l - decisions.protectLast)).filter { !scoredWithout.contains($0) }
+        guard !removable.isEmpty else { throw bad(.without, nil, "no layer is left that a decision may remove") }
     }
 
     /// Whether the decisions need a backward pass.
@@ -83,6 +99,7 @@ public final class PruneJob {
             try config.validate()
             let ckpt = try Checkpoint(path: config.engine.model)
             try Pruner.validate(config.decisions, layers: ckpt.config.layers)
+            try config.validateScoredWithout(layers: ckpt.config.layers)
             var discarded = false
             if let out = config.out {
                 discarded = try PrunedOutput(out).check(
@@ -143,12 +160,16 @@ public final class PruneJob {
         return try Pruner(pipeline: pipeline, data: data, calibration: calibration, validation: validation, options: config.decisions)
     }
 
-    /// One decision's scores on the unpruned model.
+    /// One decision's scores on the unpruned model, or on the model without `scoredWithout`, and the layer
+    /// (angular: the block start) that decision removes without verification.
     public func score() throws -> ScoreResult {
         let pruner = try pruner(training: config.decisions.metric.needsBackward)
+        for layer in config.scoredWithout { pruner.remove(layer) }
         let t0 = DispatchTime.now()
         let scores = try pruner.scoreOnce()
-        return ScoreResult(metric: config.decisions.metric, scores: scores, calibrationWindows: calibration, seconds: elapsed(since: t0))
+        let choice = try pruner.lowestScored(scores)
+        return ScoreResult(metric: config.decisions.metric, scores: scores, choice: choice, without: config.scoredWithout,
+                           calibrationWindows: calibration, seconds: elapsed(since: t0))
     }
 
     /// The decisions, the compensation and the pruned checkpoint with its report (complete on rank 0).
@@ -208,7 +229,7 @@ public final class PruneJob {
         let next: JobStep? = options.compensateAt != nil ? .compensation : nil
         log(String(format: "pruned: loss %.6f (ppl %.3f)%@", result.calibLossPruned, exp(result.calibLossPruned),
                    heldOut != nil || next != nil ? left(from: .prunedEval) : ""))
-        try evaluate("pruned", then: next)
+        if config.evaluatePruned { try evaluate("pruned", then: next) }
         let down = config.ggufDown ?? .f16
         let dtype = PrunedWriter.outputDType(checkpoint)
         let storage = output.storage(folder: dtype, down: down)

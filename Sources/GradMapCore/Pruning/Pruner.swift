@@ -229,6 +229,14 @@ public final class Pruner: @unchecked Sendable {
         return (best.0, best.1, verified)
     }
 
+    /// The layer an unverified decision on these scores removes: the lowest-scored removable one (angular:
+    /// the start of the lowest-scored block).
+    public func lowestScored(_ scores: [Double]) throws -> Int {
+        let among = options.metric == .angular ? Array(0..<config.layers) : removable()
+        guard let layer = argmin(scores, among: among) else { throw GradMapError.runtime("no removable layer has a score") }
+        return layer
+    }
+
     func argmin(_ scores: [Double], among layers: [Int]) -> Int? {
         layers.filter { !scores[$0].isNaN }.min { (scores[$0], $0) < (scores[$1], $1) }
     }

@@ -179,17 +179,23 @@ public struct ScoreResult: Sendable {
     public let metric: Metric
     /// Per original layer (angular: per block start); NaN where not scored.
     public let scores: [Double]
+    /// The layer this decision removes without verification (angular: the block start).
+    public let choice: Int
+    /// The layers already removed from the scored model (original indices).
+    public let without: [Int]
     public let calibrationWindows: [Int]
     public let seconds: Double
 
-    package init(metric: Metric, scores: [Double], calibrationWindows: [Int], seconds: Double) {
-        self.metric = metric; self.scores = scores; self.calibrationWindows = calibrationWindows; self.seconds = seconds
+    package init(metric: Metric, scores: [Double], choice: Int, without: [Int], calibrationWindows: [Int], seconds: Double) {
+        self.metric = metric; self.scores = scores; self.choice = choice; self.without = without
+        self.calibrationWindows = calibrationWindows; self.seconds = seconds
     }
 
     public var json: JSONValue {
         .object([
             ("metric", .string(metric.rawValue)),
-            ("scores", .array(scores.map(PruningResult.number))),
+            ("scores", .array(scores.map(PruningResult.number))), ("choice", .int(choice)),
+            ("without", .array(without.map { .int($0) })),
             ("calibration_windows", .array(calibrationWindows.map { .int($0) })), ("seconds", .double(seconds)),
         ])
     }

@@ -83,6 +83,6 @@ package func bad(_ field: ConfigField, _ value: Any?, _ detail: String) -> GradM
 public enum ConfigField: String, Sendable, CaseIterable {
     case model, weights, balance, matmul, activations, stages, ranks
     case calibration, heldOut, seqLen, calibWindows, evalWindows, validationWindows, maxWindows, microBatch
-    case remove, layers, metric, protectFirst, protectLast, verifyTop, seed, gradientNorm, compensateAt, ridge
+    case remove, layers, without, metric, protectFirst, protectLast, verifyTop, seed, gradientNorm, compensateAt, ridge
     case out, ggufDown, resume, text, addBOS, calibTokens, gflops
 }
