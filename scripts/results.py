@@ -1,16 +1,30 @@
 #!/usr/bin/env python3
-"""Makes docs/results.md: pruning SmolLM2-135M with every metric, with and without compensation.
+"""Makes docs/results.md: which layers, how good, how fast, on the real models, for every metric.
 
-For each K (layers removed) and each metric (gradmap, fisher, gate, taylor, bi, angular, sleb, random; gradmap and
-fisher also with --verify-top 3) it runs `gradmap-dist prune --no-compensate` under mpirun, then re-applies the
-same removed layers (`prune --layers ...`, no scoring) with `--compensate-at shift` and `--compensate-at auto`.
-Every run reports held-out perplexity on the evaluation articles (docs/data.md) with its 95 % interval
-(method.md) and its timings; every run evaluates the same windows, so two settings compare by the paired interval
-of their per-window loss difference (from the runs' pruning_report.json). Then, for the default setting,
-perplexity as the calibration set grows. Runs are cached as JSON in .cache/results/ (keyed by
-their command), so an interrupted run resumes; delete the folder to start over.
+Per model (--models: smollm2 = SmolLM2-135M, 30 layers; qwen1.5b = Qwen2.5-Coder-1.5B, 28 layers) and per K
+in --ks-percent of its layers (12.5, 25, 37.5 % by default, rounded: SmolLM2 4, 8, 11; Qwen 4, 7, 10):
 
-    python3 scripts/results.py [--np 4] [--ks 4,8] [--calib-windows 32] [--eval-windows 128] [--growth 8,32,128]
+- every variant: each metric (gradmap with --gradient-norm l1 and l2, fisher, gate, taylor, bi, angular, sleb,
+  random), and with --verify-top 3 where verification can change a decision (not angular, sleb, random), is run
+  once at the largest K with --no-compensate. Decisions are greedy and deterministic (one layer per decision,
+  compensation only after the last), so the first k decisions are the k-layer run's; smaller K reuse that
+  prefix (angular removes one block of K consecutive layers, so it runs at every K);
+- every distinct removed set is then re-applied (`prune --layers`, no scoring) with `--compensate-at shift`
+  (the paper's rule) and `--compensate-at auto` (method.md stage 2 step 5): a set two variants share is
+  compensated once;
+- every run evaluates one held-out file: N windows of the Wikipedia evaluation articles followed by N windows
+  of the news corpus (gensim's Lee background corpus, docs/data.md), each spread evenly over its stream, so
+  every setting is scored on the same windows and two settings compare by the paired interval of their
+  per-window loss difference (method.md);
+- with --agreement, the layer SLEB would remove from each decision's model state (`score --metric sleb
+  --without <the layers removed before it>`, cached per state; SLEB's own run gives its path for free), and
+  per variant the share of decisions that took it.
+
+Then the rule of docs/results-notes.md ("The rule that will pick the gradient default") is applied to every
+(model, K, corpus) cell that has been measured. Every run is cached in .cache/results/<model>/ as JSON keyed
+by its command, so an interrupted run resumes (and --report-only writes the tables from what is there).
+
+    python3 scripts/results.py [--models smollm2] [--np 2] [--calib-windows 16] [--windows 128] [--agreement]
 """
 import argparse
 import datetime
@@ -18,315 +32,373 @@ import hashlib
 import json
 import math
 import os
-import platform
 import subprocess
 import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+from compensation_time import cpu_name  # noqa: E402  (the benchmarks' shared helpers)
+from ood_compensation import paired, spread, tokens  # noqa: E402
+
 CACHE = os.path.join(ROOT, ".cache")
-METRICS = ["gradmap", "fisher", "gate", "taylor", "bi", "angular", "sleb", "random"]
-Z975 = 1.959963984540054  # the two-sided 95 % normal quantile, as in the Swift code (method.md)
+ASSETS = os.path.join(CACHE, "assets")
+SEQ = 256
+MODELS = {
+    "smollm2": dict(name="SmolLM2-135M-Instruct (Q4_1 GGUF)", file="SmolLM2-135M-Instruct.Q4_1.gguf", layers=30, extra=[]),
+    "qwen1.5b": dict(name="Qwen2.5-Coder-1.5B-Instruct (Q4_K_M GGUF)", file="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+                     layers=28, extra=["--weights", "bf16"]),
+}
+# (label, prune flags); the metric is the first word of the label.
+METRICS = [("gradmap", ["--metric", "gradmap"]), ("gradmap-l2", ["--metric", "gradmap", "--gradient-norm", "l2"]),
+           ("fisher", ["--metric", "fisher"]), ("gate", ["--metric", "gate"]), ("taylor", ["--metric", "taylor"]),
+           ("bi", ["--metric", "bi"]), ("angular", ["--metric", "angular"]), ("sleb", ["--metric", "sleb"]),
+           ("random", ["--metric", "random"])]
+UNVERIFIABLE = {"angular", "sleb", "random"}  # a block, every candidate verified already, no scores to rank
+GRADIENT = {"gradmap", "gradmap-l2", "fisher", "gate", "taylor"}  # one backward pass per decision: the candidates
+DOMAINS = ["wiki", "news"]
+MODES = ["none", "shift", "auto"]
+DEFAULT_COMPENSATION = "auto"  # the prune command's default --compensate-at: the rule compares settings under it
 
 
-def sh(cmd):
-    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+def variants():
+    out = []
+    for label, flags in METRICS:
+        out.append((label, flags))
+        if label not in UNVERIFIABLE:
+            out.append((label + " (verify 3)", flags + ["--verify-top", "3"]))
+    return out
 
 
-def run_prune(args, extra, label, np=None):
-    """One cached prune run; returns its --json object plus wall time (None with --report-only and no cache)."""
-    cmd = [os.path.join(ROOT, "launch", "run"), "-np", str(np or args.np), "--bin", args.bin, "prune",
-           "--model", args.model, "--tokens", args.calib, "--seq-len", str(args.seq_len),
-           "--eval-tokens", args.eval, "--eval-windows", str(args.eval_windows),
-           "--out", os.path.join(CACHE, "results", "model-" + label), "--force", "--json"] + extra
-    key = hashlib.sha256(json.dumps(cmd[5:]).encode()).hexdigest()[:16]  # the binary's path is not part of the key
-    path = os.path.join(CACHE, "results", f"{label}-{key}.json")
-    if os.path.exists(path):
-        return with_decisions(json.load(open(path)), label)
-    if args.report_only:
-        return None
-    print("running:", " ".join(cmd), file=sys.stderr, flush=True)
-    t0 = time.time()
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode != 0:
-        sys.exit(f"failed ({r.returncode}): {' '.join(cmd)}\n{r.stderr}")
-    result = json.loads(r.stdout.strip().splitlines()[-1])
-    result["wall_seconds"] = time.time() - t0
-    result["command"] = " ".join(["gradmap-dist"] + cmd[5:])
-    result = with_decisions(result, label)
-    json.dump(result, open(path, "w"), indent=1)
-    return result
+class Runner:
+    """Cached gradmap-dist runs of one model (JSON per command in .cache/results/<model>/)."""
+
+    def __init__(self, args, key):
+        self.args, self.key, self.spec = args, key, MODELS[key]
+        self.dir = os.path.join(CACHE, "results", key)
+        os.makedirs(self.dir, exist_ok=True)
+        self.model = os.path.join(ASSETS, self.spec["file"])
+        self.calib = os.path.join(self.dir, "calib.bin")
+        self.held = os.path.join(self.dir, f"held-out-{args.windows}.bin")
+        self.common = ["--model", self.model, "--tokens", self.calib, "--seq-len", str(SEQ),
+                       "--calib-windows", str(args.calib_windows), *self.spec["extra"]]
+
+    def prepare(self):
+        """Calibration and held-out token files for this model's tokenizer."""
+        import struct
+        if not os.path.exists(self.model):
+            sys.exit(f"{self.model} missing: run launch/fetch-assets{' --large' if self.key != 'smollm2' else ''}")
+        b = self.args.bin
+        tokens(b, self.model, os.path.join(ASSETS, "wiki", "calib.txt"), self.calib)
+        wiki = tokens(b, self.model, os.path.join(ASSETS, "wiki", "eval.txt"), os.path.join(self.dir, "eval.bin"))
+        news = tokens(b, self.model, os.path.join(ASSETS, "news", "lee_background.txt"), os.path.join(self.dir, "news.bin"))
+        if not os.path.exists(self.held):
+            mixed = spread(wiki, self.args.windows) + spread(news, self.args.windows)
+            with open(self.held, "wb") as f:
+                f.write(struct.pack("<%dI" % len(mixed), *mixed))
+
+    def cached(self, command, tag):
+        # Whether a run re-evaluates the pruned model depends on which run of its set came first; not part of the key.
+        key = [c for c in command if c != "--skip-pruned-eval"]
+        digest = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
+        return os.path.join(self.dir, f"{tag}-{digest}.json")
+
+    def run(self, command, tag, report=False):
+        """One cached job: its last stdout JSON (with `report`, the pruning_report.json it wrote instead, for the
+        per-window losses) plus wall seconds; None when not cached under --report-only."""
+        path = self.cached(command, tag)
+        if os.path.exists(path):
+            return json.load(open(path))
+        if self.args.report_only:
+            return None
+        cmd = [os.path.join(ROOT, "launch", "run"), "-np", str(self.args.np), "--bin", self.args.bin] + command
+        print(time.strftime("%H:%M:%S"), "running:", " ".join(command), file=sys.stderr, flush=True)
+        t0 = time.time()
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            sys.exit(f"failed ({r.returncode}): {' '.join(cmd)}\n{r.stderr[-3000:]}")
+        if report:
+            out = command[command.index("--out") + 1]
+            result = json.load(open(os.path.join(out, "pruning_report.json")))
+        else:
+            result = json.loads(r.stdout.strip().splitlines()[-1])
+        result["wall_seconds"] = time.time() - t0
+        result["command"] = " ".join(["gradmap-dist"] + command)
+        json.dump(result, open(path, "w"), indent=1)
+        return result
+
+    def prune(self, flags, tag):
+        out = os.path.join(self.dir, "model-" + tag)
+        return self.run(["prune", *self.common, "--eval-tokens", self.held, "--out", out, "--force"] + flags, tag, report=True)
+
+    def sleb_choice(self, state):
+        """The layer SLEB removes from the model without `state` (original indices)."""
+        flags = ["--without", ",".join(map(str, state))] if state else []
+        r = self.run(["score", *self.common, "--metric", "sleb"] + flags, "sleb-state-" + ("-".join(map(str, state)) or "none"))
+        return None if r is None else r["choice"]
 
 
-def with_decisions(result, label):
-    """Adds the per-decision records (layer, score, seconds) and the held-out per-window losses
-    (eval.window_losses, only in the report file) from the run's pruning_report.json."""
-    report = os.path.join(CACHE, "results", "model-" + label, "pruning_report.json")
-    missing = "decisions" not in result or ("eval" in result and "window_losses" not in result["eval"])
-    if missing and os.path.exists(report):
-        saved = json.load(open(report))
-        result.setdefault("decisions", saved.get("decisions", []))
-        if "window_losses" in saved.get("eval", {}) and saved["eval"].get("window_indices") == result["eval"].get("window_indices"):
-            result["eval"]["window_losses"] = saved["eval"]["window_losses"]
-    return result
+def by_domain(report, stage, n):
+    """The stage's per-window held-out losses split into the two corpora, or None when not evaluated."""
+    w = report["eval"].get("window_losses", {}).get(stage)
+    return None if w is None else {"wiki": w[:n], "news": w[n:]}
 
 
-def cell(result, stage):
-    """One perplexity of a run: value, 95 % interval (None from runs made before intervals), the per-window
-    losses and the window indices they belong to (None when not recorded)."""
-    e = result["eval"]
-    return {"ppl": e["ppl_" + stage], "interval": e.get(f"ppl_{stage}_interval"),
-            "losses": e.get("window_losses", {}).get(stage), "windows": e.get("window_indices")}
+def ppl_cell(losses):
+    """Perplexity with its 95 % interval: exp of the mean per-window loss and of its normal interval."""
+    n = len(losses)
+    m = sum(losses) / n
+    half = 1.959963984540054 * math.sqrt(sum((x - m) ** 2 for x in losses) / (n - 1)) / math.sqrt(n)
+    return {"ppl": math.exp(m), "lo": math.exp(m - half), "hi": math.exp(m + half), "losses": losses}
 
 
-def mean_interval(x):
-    """The 95 % normal interval of a mean (docs/method.md): mean +- z * sd / sqrt(n), sd with divisor n - 1."""
-    n = len(x)
-    mean = sum(x) / n
-    sd = math.sqrt(sum((v - mean) ** 2 for v in x) / (n - 1))
-    half = Z975 * sd / math.sqrt(n)
-    return mean, mean - half, mean + half
-
-
-def paired_ratio(a, b):
-    """b's perplexity over a's with its 95 % interval, from the per-window loss differences b - a (the same
-    windows); None when either has no per-window losses or they were measured on other windows."""
-    if a["losses"] is None or b["losses"] is None or a["windows"] != b["windows"] or len(a["losses"]) < 2:
-        return None
-    m, lo, hi = mean_interval([y - x for x, y in zip(a["losses"], b["losses"])])
-    return math.exp(m), math.exp(lo), math.exp(hi)
-
-
-def fmt_ratio(r):
-    return "not paired (no per-window losses)" if r is None else f"{r[0]:.3f} [95 % {r[1]:.3f}, {r[2]:.3f}]"
-
-
-def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("--np", type=int, default=4)
-    p.add_argument("--ks", default="4,8")
-    p.add_argument("--metrics", default=",".join(METRICS))
-    p.add_argument("--calib-windows", type=int, default=32)
-    p.add_argument("--eval-windows", type=int, default=128)
-    p.add_argument("--seq-len", type=int, default=256)
-    p.add_argument("--growth", default="8,32,128", help="calibration windows for the growth table ('' to skip)")
-    p.add_argument("--growth-np", type=int, default=4, help="ranks for the calibration-growth runs")
-    p.add_argument("--default-metric", default="bi", help="metric of the calibration-growth runs")
-    p.add_argument("--cli-default-metric", default="bi", help="the prune command's default --metric (for the check)")
-    p.add_argument("--cli-default-compensation", default="auto", help="the prune command's default --compensate-at")
-    p.add_argument("--default-k", type=int, default=8)
-    p.add_argument("--prefix-check-metric", default="gradmap", help="metric also run directly at every smaller K")
-    p.add_argument("--bin", default=os.path.join(ROOT, ".build", "release", "gradmap-dist"))
-    p.add_argument("--out", default=os.path.join(ROOT, "docs", "results.md"))
-    p.add_argument("--report-only", action="store_true", help="write the tables from the cached runs only")
-    args = p.parse_args()
-    args.model = os.path.join(CACHE, "assets", "SmolLM2-135M-Instruct.Q4_1.gguf")
-    wiki = os.path.join(CACHE, "assets", "wiki")
-    args.calib, args.eval = os.path.join(wiki, "calib.bin"), os.path.join(wiki, "eval.bin")
-    os.makedirs(os.path.join(CACHE, "results"), exist_ok=True)
+def grid(args, key):
+    """Every row of one model: (K, variant) with its removed layers, per corpus and compensation mode the
+    held-out perplexity, the compensated layer, the seconds and the SLEB agreement."""
+    run = Runner(args, key)
     if not args.report_only:
-        subprocess.run([os.path.join(ROOT, "launch", "fetch-assets")], check=True)
-    if not os.path.exists(args.bin):
-        subprocess.run(["swift", "build", "-c", "release", "--product", "gradmap-dist"], cwd=ROOT, check=True)
-    for txt, bin_ in [("calib.txt", args.calib), ("eval.txt", args.eval)]:
-        if not os.path.exists(bin_):
-            sh([args.bin, "tokenize", "--model", args.model, "--text", os.path.join(wiki, txt), "--out", bin_])
-
-    rows = []
-    ks = [int(k) for k in args.ks.split(",") if k]
-    variants = []
-    for m in [x for x in args.metrics.split(",") if x]:
-        variants.append((m, []))
-        if m in ("gradmap", "fisher"):
-            variants.append((m, ["--verify-top", "3"]))
-    base = ["--calib-windows", str(args.calib_windows)]
-    # Decisions are greedy and deterministic (one layer per decision, compensation only after the last one), so the
-    # first k decisions of a K-layer run are exactly the decisions of a k-layer run: smaller K re-apply that prefix
-    # with --layers and take its scoring time from the per-decision seconds. `prefix_check` runs one metric directly
-    # at every smaller K to show that the prefix is what a direct run removes.
-    kmax = max(ks)
-    prefix_check = []
-    for metric, more in variants:
-        name = metric + (" (verify 3)" if more else "")
-        tag = f"{metric}{'-v3' if more else ''}-c{args.calib_windows}"
-        plain = run_prune(args, base + ["--metric", metric, "--remove", str(kmax), "--no-compensate"] + more, f"k{kmax}-{tag}-none")
-        if plain is None:
+        run.prepare()
+    layers = run.spec["layers"]
+    ks = sorted({round(p / 100 * layers) for p in map(float, args.ks_percent.split(","))})
+    kmax = ks[-1]
+    n = args.windows
+    original = None
+    scored = {}
+    for i, (label, flags) in enumerate(variants()):
+        if args.variants and label not in args.variants.split(","):
             continue
-        for k in sorted(ks, reverse=True):
-            label = f"k{k}-{tag}"
-            run = plain
-            if k != kmax and metric == "angular":  # one block of K consecutive layers: depends on K, run it
-                run = run_prune(args, base + ["--metric", metric, "--remove", str(k), "--no-compensate"] + more, label + "-none")
-                if run is None:
-                    continue
-            derived = run is plain and k != kmax
-            layers = run["removed"][:k]
-            seconds = [d["seconds"] for d in plain.get("decisions", [])[:k]]
-            if not derived:
-                scoring = run["seconds"]["scoring"]
-            elif len(seconds) < k:
-                scoring = None
-            else:  # bi scores once: its decisions carry the time since that one scoring began
-                scoring = seconds[-1] if metric == "bi" else sum(seconds)
-            row = {"k": k, "metric": name, "removed": layers, "ppl_original": cell(plain, "original"),
-                   "none": None if derived else cell(run, "pruned"), "scoring_s": scoring, "derived": derived}
-            if k != kmax and metric == args.prefix_check_metric and not more:
-                direct = run_prune(args, base + ["--metric", metric, "--remove", str(k), "--no-compensate"], label + "-direct")
-                if direct is not None:
-                    prefix_check.append({"metric": metric, "k": k, "prefix": layers, "direct": direct["removed"]})
-                    if direct["removed"] != layers:
-                        sys.exit(f"prefix check failed: {metric} K={k} direct {direct['removed']} vs prefix {layers}")
-            for mode in ("shift", "auto"):
-                c = run_prune(args, base + ["--layers", ",".join(map(str, layers)), "--compensate-at", mode,
-                                            "--skip-original-eval"], label + "-" + mode)
-                if c is None:
-                    row[mode], row[mode + "_layer"], row[mode + "_s"] = None, None, None
-                    continue
-                if row["none"] is None:
-                    row["none"] = cell(c, "pruned")
-                row[mode] = cell(c, "compensated" if "ppl_compensated" in c["eval"] else "pruned")
-                row[mode + "_layer"] = (c["compensation"] or {}).get("layer")
-                row[mode + "_s"] = c["seconds"]["compensation"]
-            rows.append(row)
-            print(json.dumps(row), file=sys.stderr, flush=True)
-
-    growth = []
-    for n in [int(x) for x in args.growth.split(",") if x]:
-        label = f"growth-{args.default_metric}-k{args.default_k}-c{n}"
-        r = run_prune(args, ["--calib-windows", str(n), "--metric", args.default_metric, "--remove", str(args.default_k),
-                             "--compensate-at", "auto", "--skip-original-eval"], label, np=args.growth_np)
+        # The first job also evaluates the unpruned model (once per model).
+        skip = [] if original is None else ["--skip-original-eval"]
+        r = run.prune(flags + ["--remove", str(kmax), "--no-compensate"] + skip, f"k{kmax}-{tag(label)}-none")
         if r is None:
             continue
-        growth.append({"windows": n, "removed": r["removed"], "none": cell(r, "pruned"),
-                       "auto": cell(r, "compensated") if "ppl_compensated" in r["eval"] else None,
-                       "layer": (r["compensation"] or {}).get("layer"),
-                       "seconds": r["seconds"]["scoring"] + r["seconds"]["compensation"]})
-    write(args, rows, growth, prefix_check)
+        if original is None and by_domain(r, "original", n):
+            original = {d: ppl_cell(v) for d, v in by_domain(r, "original", n).items()}
+        scored[label] = {kmax: r}
+        if label.startswith("angular"):
+            for k in ks[:-1]:
+                a = run.prune(flags + ["--remove", str(k), "--no-compensate", "--skip-original-eval"], f"k{k}-{tag(label)}-none")
+                if a is not None:
+                    scored[label][k] = a
+    # Compensation: once per distinct removed set and mode.
+    pruned_eval = {}  # frozenset of removed layers -> per-domain losses of the pruned model
+    for label, runs in scored.items():
+        for r in runs.values():
+            d = by_domain(r, "pruned", n)
+            if d:
+                pruned_eval.setdefault(frozenset(r["removed"]), d)
+    rows = []
+    for label, runs in scored.items():
+        full = runs[kmax]
+        for k in ks:
+            r = runs.get(k, full)
+            removed = r["removed"][:k]
+            s = frozenset(removed)
+            row = {"model": key, "k": k, "variant": label, "removed": removed, "derived": r is full and k != kmax,
+                   "scoring_s": scoring_seconds(label, r, k), "ppl": {}, "layer": {}, "comp_s": {}}
+            for mode in ("shift", "auto"):
+                extra = ["--skip-pruned-eval"] if s in pruned_eval else []
+                c = run.prune(["--layers", ",".join(map(str, sorted(removed))), "--compensate-at", mode,
+                               "--skip-original-eval"] + extra, f"set-{'-'.join(map(str, sorted(removed)))}-{mode}")
+                if c is None:
+                    continue
+                d = by_domain(c, "pruned", n)
+                if d:
+                    pruned_eval.setdefault(s, d)
+                folded = (c.get("compensation") or {}).get("layer")
+                comp = by_domain(c, "compensated", n) if folded is not None else pruned_eval.get(s)
+                if comp:
+                    row["ppl"][mode] = {dom: ppl_cell(comp[dom]) for dom in DOMAINS}
+                row["layer"][mode] = folded
+                row["comp_s"][mode] = c["seconds"]["compensation"]
+            if s in pruned_eval:
+                row["ppl"]["none"] = {dom: ppl_cell(pruned_eval[s][dom]) for dom in DOMAINS}
+            rows.append(row)
+            print(json.dumps({k_: v for k_, v in row.items() if k_ != "ppl"}), file=sys.stderr, flush=True)
+    agreement = {}
+    if args.agreement:
+        known = {}
+        sleb = scored.get("sleb", {}).get(kmax)
+        if sleb is not None:  # SLEB's own path: at each of its states it took what it would take
+            for d in range(kmax):
+                known[frozenset(sleb["removed"][:d])] = sleb["removed"][d]
+        for label, runs in scored.items():
+            if label.startswith("angular"):
+                continue
+            removed = runs[kmax]["removed"]
+            hits = []
+            for d in range(kmax):
+                state = frozenset(removed[:d])
+                if state not in known:
+                    c = run.sleb_choice(sorted(state))
+                    if c is None:
+                        break
+                    known[state] = c
+                hits.append(known[state] == removed[d])
+            agreement[label] = hits
+    return {"key": key, "ks": ks, "rows": rows, "original": original, "agreement": agreement,
+            "windows": n, "layers": layers}
+
+
+def tag(label):
+    return label.replace(" (verify 3)", "-v3")
+
+
+def scoring_seconds(label, r, k):
+    """Scoring seconds of the first k decisions: the run's own when it took exactly k, else the decisions' own
+    seconds summed (one-shot bi: its decisions carry the time since its single scoring began)."""
+    if len(r["removed"]) == k:
+        return r["seconds"]["scoring"]
+    seconds = [d["seconds"] for d in r.get("decisions", [])[:k]]
+    if len(seconds) < k:
+        return None
+    return seconds[-1] if label.startswith("bi") else sum(seconds)
+
+
+def fmt(c):
+    if c is None:
+        return "—"
+    v = c["ppl"]
+    p = (lambda x: f"{x:.1f}" if x < 1000 else f"{x:.3g}")
+    return f"{p(v)} [{p(c['lo'])}, {p(c['hi'])}]"
 
 
 def secs(x):
     return "—" if x is None else f"{x:.0f}"
 
 
-def fmt(x):
-    """A perplexity cell: the value and its 95 % interval when the run recorded one."""
-    if x is None:
-        return "—"
-    if isinstance(x, dict):
-        lo, hi = x["interval"] or (None, None)
-        return fmt(x["ppl"]) + (f" [{fmt(lo)}, {fmt(hi)}]" if lo is not None and hi is not None else "")
-    return f"{x:.1f}" if x < 1000 else f"{x:.3g}"
-
-
-def write(args, rows, growth, prefix_check):
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
-    lines = ["# Results: which layers, how good, how fast (SmolLM2-135M)", "",
-             f"Made by `python3 scripts/results.py --np {args.np} --ks {args.ks} --calib-windows {args.calib_windows} "
-             f"--eval-windows {args.eval_windows} --growth {args.growth} --growth-np {args.growth_np} "
-             f"--default-metric {args.default_metric}` on {datetime.date.today()} "
-             f"({cpu}, {os.cpu_count()} cores, {args.np} ranks).", "",
-             f"Model: SmolLM2-135M-Instruct (Q4_1 GGUF, dequantised; 30 layers). Calibration: {args.calib_windows} windows "
-             f"of {args.seq_len} tokens spread over the calibration articles; evaluation: {args.eval_windows} windows of "
-             f"{args.seq_len} tokens spread over the held-out evaluation articles (docs/data.md); perplexity as in "
-             "docs/method.md. Protected: first and last layer. Compensation columns re-apply the same removed layers "
-             "with `--compensate-at shift` (the paper's rule) or `auto` (validation-selected, method.md step 4); their "
-             "'no compensation' perplexity is the same model before the compensation is folded in. Every perplexity "
-             "is followed by its 95 % interval [lo, hi]: the normal interval of the mean per-window loss mapped "
-             "through exp (method.md, per window; windows of one article are correlated, so it is somewhat too "
-             "narrow). Every run evaluates the same windows, so comparisons of two settings state the paired "
-             "interval of their perplexity ratio (from the per-window loss differences). Seconds are wall "
-             "time on a shared 2-core machine (docs/benchmarks.md has the clean timings).", ""]
-    kmax = max(r["k"] for r in rows) if rows else None
-    if any(r["derived"] for r in rows):
-        lines += [f"Smaller K reuse the first K decisions of the K = {kmax} run: decisions are greedy and deterministic "
-                  "(one layer per decision, compensation only after the last), so a K-layer run removes exactly that "
-                  "prefix; its scoring time is the sum of those decisions' seconds (marked *). Angular removes one block "
-                  "of K consecutive layers, so it runs at every K."]
-        for c in prefix_check:
-            lines.append(f"Checked: `{c['metric']}` run directly with K = {c['k']} removed {' '.join(map(str, c['direct']))}, "
-                         f"the prefix of its K = {kmax} run is {' '.join(map(str, c['prefix']))}.")
-        lines.append("")
-    if rows:
-        lines.append(f"Unpruned perplexity: **{fmt(rows[0]['ppl_original'])}**.")
-        lines.append("")
-    for k in sorted({r["k"] for r in rows}):
-        lines += [f"## K = {k} layers removed", "",
-                  "| metric | removed layers | ppl, no compensation | ppl, shift (j*) | ppl, auto (j*) | scoring s | compensation s (auto) |",
-                  "|---|---|---|---|---|---|---|"]
-        for r in [r for r in rows if r["k"] == k]:
-            lines.append(f"| {r['metric']} | {' '.join(map(str, r['removed']))} | {fmt(r['none'])} | {fmt(r['shift'])} ({r['shift_layer']}) "
-                         f"| {fmt(r['auto'])} ({r['auto_layer'] if r['auto_layer'] is not None else 'none'}) | {secs(r['scoring_s'])}{'*' if r['derived'] else ''} | {secs(r['auto_s'])} |")
-        lines.append("")
-    if growth:
-        lines += [f"## Calibration size ({args.default_metric}, K = {args.default_k}, auto compensation, {args.growth_np} ranks)", "",
-                  "Each run calibrates on N windows spread evenly over the calibration articles (method.md) and is evaluated on the same held-out windows.", "",
-                  "| calibration windows | removed layers | ppl, no compensation | ppl, auto (j*) | seconds |", "|---|---|---|---|---|"]
-        for g in growth:
-            lines.append(f"| {g['windows']} | {' '.join(map(str, g['removed']))} | {fmt(g['none'])} | {fmt(g['auto'])} ({g['layer']}) | {g['seconds']:.0f} |")
-        lines.append("")
-    if rows:
-        best = {}
-        for r in rows:
-            for mode in ("none", "shift", "auto"):
-                best.setdefault((r["k"], mode), []).append((r[mode], r["metric"]))
-        lines += ["## Best per column", "",
-                  "With the runner-up and its perplexity over the best's, paired over the evaluation windows (a ratio "
-                  "interval that holds 1 is no clear difference).", ""]
-        for (k, mode), vals in sorted(best.items()):
-            vals = sorted((x for x in vals if x[0] is not None), key=lambda x: x[0]["ppl"])
-            if not vals:
+def rule(models):
+    """The rule of docs/results-notes.md on the measured cells: (lines of Markdown, the winner or None)."""
+    cells = []
+    for g in models:
+        for k in g["ks"]:
+            rows = [r for r in g["rows"] if r["k"] == k and DEFAULT_COMPENSATION in r["ppl"]]
+            if not rows:
                 continue
-            (v, m), line = vals[0], f"- K = {k}, {mode}: {vals[0][1]} ({fmt(vals[0][0])})"
-            if len(vals) > 1:
-                v2, m2 = vals[1]
-                line += f"; next {m2} ({fmt(v2)}), ratio {fmt_ratio(paired_ratio(v, v2))}"
-            lines.append(line)
-        lines.append("")
-        lines += ["## Mean rank over K (lower is better)", "",
-                  "Each (metric, compensation) pair ranked by perplexity within each K, then averaged over K.", "",
-                  "| metric | compensation | mean rank | " + " | ".join(f"ppl K={k}" for k in sorted({r['k'] for r in rows})) + " |",
-                  "|---|---|---|" + "---|" * len({r['k'] for r in rows})]
-        ks = sorted({r["k"] for r in rows})
-        cells = {}
-        for k in ks:
-            entries = sorted(((r[mode], r["metric"], mode) for r in rows if r["k"] == k for mode in ("none", "shift", "auto")
-                              if r[mode] is not None), key=lambda e: (e[0]["ppl"], e[1], e[2]))
-            for rank, (v, m, mode) in enumerate(entries, 1):
-                cells.setdefault((m, mode), {})[k] = (rank, v)
-        table = sorted(((sum(r for r, _ in c.values()) / len(c), m, mode, c) for (m, mode), c in cells.items() if len(c) == len(ks)))
-        for mean, m, mode, c in table:
-            lines.append(f"| {m} | {mode} | {mean:.1f} | " + " | ".join(fmt(c[k][1]) for k in ks) + " |")
-        lines.append("")
-        # The defaults: the best mean rank among the one-pass settings (one scoring pass per decision, whatever
-        # the depth: not --verify-top, whose M extra forwards double a decision, nor sleb, a forward per layer).
-        one_pass = [(mean, m, mode) for mean, m, mode, _ in table if "verify" not in m and m != "sleb"]
-        if one_pass:
-            mean, m, mode = one_pass[0]
-            best = table[0]
-            lines += ["## Defaults chosen by this table", "",
-                      "Rule: the best mean rank among the settings that cost one scoring pass per decision (every metric "
-                      "but sleb, without --verify-top), GradMAP's premise. "
-                      f"Chosen: **`--metric {m}` with "
-                      f"{'`--compensate-at ' + mode + '`' if mode != 'none' else '`--no-compensate`'}** (mean rank {mean:.1f}).",
-                      ""]
-            if best[1] != m or best[2] != mode:
-                kmax = max(ks)
-                cost = {r["metric"]: r["scoring_s"] for r in rows if r["k"] == kmax}
-                paired = "; ".join(f"K = {k}: the default's perplexity over the best's "
-                                   f"{fmt_ratio(paired_ratio(best[3][k][1], c[k][1]))}"
-                                   for k in ks for c in [cells[(m, mode)]])
-                lines += [f"Best overall: {best[1]} with {best[2]} compensation (mean rank {best[0]:.1f}; scoring "
-                          f"{cost.get(best[1]) or 0:.0f} s at K = {kmax} against {cost.get(m) or 0:.0f} s for the default). "
-                          f"Paired over the evaluation windows, {paired}.", ""]
-            current = f"{args.cli_default_metric} / {args.cli_default_compensation}"
-            chosen = f"{m} / {mode}"
-            lines += [f"The CLI's defaults ({current}) " + ("are this choice." if current == chosen else
-                      f"differ from this choice ({chosen})."), ""]
+            for dom in DOMAINS:
+                ranked = sorted(rows, key=lambda r: (r["ppl"][DEFAULT_COMPENSATION][dom]["ppl"], r["variant"]))
+                best = ranked[0]
+                results = {}
+                for rank, r in enumerate(ranked, 1):
+                    diff = paired(best["ppl"][DEFAULT_COMPENSATION][dom]["losses"], r["ppl"][DEFAULT_COMPENSATION][dom]["losses"])
+                    results[r["variant"]] = {"rank": rank, "diff": diff, "passes": r is best or diff[1] <= 0}
+                sleb = next((r["scoring_s"] for r in rows if r["variant"] == "sleb"), None)
+                cells.append({"model": g["key"], "k": k, "domain": dom, "best": best["variant"], "results": results,
+                              "sleb_s": sleb, "scoring": {r["variant"]: r["scoring_s"] for r in rows}})
+    candidates = sorted({v for c in cells for v in c["results"] if v.split(" ")[0] in GRADIENT})
+    lines = [f"Measured cells: {len(cells)} of 12 (2 models × 3 K × 2 corpora). Each candidate with `--compensate-at "
+             f"{DEFAULT_COMPENSATION}` (the default); a cell passes when the candidate is the best setting of the cell or "
+             "the paired 95 % interval of its mean per-window loss difference to the best reaches 0; time: scoring "
+             "≤ 1/4 of sleb's at the same (model, K).", "",
+             "| candidate | cells passed | time bound | mean rank | cells failed (Δ loss to the best [95 %]) |",
+             "|---|---:|---|---:|---|"]
+    table = []
+    for v in candidates:
+        mine = [c for c in cells if v in c["results"]]
+        passed = [c for c in mine if c["results"][v]["passes"]]
+        fast = all(c["sleb_s"] is not None and c["scoring"].get(v) is not None and c["scoring"][v] <= c["sleb_s"] / 4
+                   for c in mine)
+        mean_rank = sum(c["results"][v]["rank"] for c in mine) / len(mine)
+        failed = "; ".join(f"{c['model']} K={c['k']} {c['domain']}: +{c['results'][v]['diff'][0]:.3f} "
+                           f"[{c['results'][v]['diff'][1]:+.3f}, {c['results'][v]['diff'][2]:+.3f}] vs {c['best']}"
+                           for c in mine if not c["results"][v]["passes"])
+        table.append((len(passed) == len(cells) == len(mine) and fast, mean_rank, v, len(passed), len(mine), fast, failed))
+    table.sort(key=lambda t: (not t[0], t[1], t[2]))
+    for ok, mean_rank, v, np_, nm, fast, failed in table:
+        lines.append(f"| {v} | {np_}/{nm} | {'met' if fast else 'not met'} | {mean_rank:.1f} | {failed or '—'} |")
+    winners = [t for t in table if t[0]]
+    lines.append("")
+    if len(cells) < 12:
+        lines.append(f"The rule needs all 12 cells; {12 - len(cells)} are not measured yet, so no default is chosen by it here.")
+        return lines, None
+    if winners:
+        lines.append(f"Winner: **{winners[0][2]}** (passes every cell within the time bound, mean rank {winners[0][1]:.1f}).")
+        return lines, winners[0][2]
+    lines.append("No gradient candidate passes every cell within the time bound (rule point 5).")
+    return lines, None
+
+
+def write(args, models):
+    lines = ["# Results: which layers, how good, how fast", "",
+             f"Made by `python3 scripts/results.py --models {args.models} --np {args.np} --calib-windows {args.calib_windows} "
+             f"--windows {args.windows}{' --agreement' if args.agreement else ''}` on {datetime.date.today()} ({cpu_name()}, "
+             f"{os.cpu_count()} cores, {args.np} ranks; wall seconds on a machine shared with builds and tests, "
+             "docs/benchmarks.md has the clean timings).", "",
+             f"Calibration: {args.calib_windows} windows of {SEQ} tokens spread over the Wikipedia calibration articles "
+             f"(auto compensation: {max(1, args.calib_windows // 8)} validation windows from the rest), sized to this "
+             f"2-core machine. Held out: {args.windows} windows of {SEQ} tokens of the Wikipedia evaluation articles "
+             f"(**wiki**) and {args.windows} of the news corpus (**news**, another domain; docs/data.md), the same "
+             "windows for every setting. Every perplexity is followed by its 95 % interval [lo, hi] (the normal "
+             "interval of the mean per-window loss through exp, method.md). Protected: first and last layer. "
+             "Compensation: `none`; `shift` (the paper's rule: the layer whose mean drifted most); `auto` "
+             "(validation-chosen, method.md stage 2 step 5; `none` in the j* column when it folded nothing, and "
+             "then its perplexity is the uncompensated one). Smaller K reuse the first K decisions of the largest K's "
+             "run (greedy, deterministic decisions); their scoring seconds are those decisions' own (marked *). "
+             "SLEB agreement: the share of the first K decisions that removed the layer SLEB removes from the same "
+             "model state (`score --metric sleb --without` the layers removed before).", ""]
+    for g in models:
+        spec = MODELS[g["key"]]
+        lines += [f"## {spec['name']}, {g['layers']} layers", ""]
+        if g["original"]:
+            lines += [f"Unpruned perplexity: wiki **{fmt(g['original']['wiki'])}**, news **{fmt(g['original']['news'])}**.", ""]
+        for k in g["ks"]:
+            rows = [r for r in g["rows"] if r["k"] == k]
+            if not rows:
+                continue
+            lines += [f"### K = {k} ({100 * k / g['layers']:.1f} % of the layers)", "",
+                      "| metric | removed layers | SLEB agreement | wiki: none | shift (j*) | auto (j*) | news: none | shift | auto "
+                      "| scoring s | compensation s shift / auto |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+            for r in rows:
+                hits = g["agreement"].get(r["variant"])
+                agree = "—" if not hits or len(hits) < k else f"{sum(hits[:k])}/{k}"
+                ppl = lambda m, d: fmt(r["ppl"].get(m, {}).get(d))  # noqa: E731
+                j = lambda m: ("none" if r["layer"].get(m) is None else r["layer"][m]) if m in r["layer"] else "—"  # noqa: E731
+                lines.append(
+                    f"| {r['variant']} | {' '.join(map(str, r['removed']))} | {agree} | {ppl('none', 'wiki')} | "
+                    f"{ppl('shift', 'wiki')} ({j('shift')}) | {ppl('auto', 'wiki')} ({j('auto')}) | {ppl('none', 'news')} | "
+                    f"{ppl('shift', 'news')} | {ppl('auto', 'news')} | {secs(r['scoring_s'])}{'*' if r['derived'] else ''} | "
+                    f"{secs(r['comp_s'].get('shift'))} / {secs(r['comp_s'].get('auto'))} |")
+            lines.append("")
+        if g["agreement"]:
+            kmax = g["ks"][-1]
+            share = sorted(((sum(h) / len(h), v) for v, h in g["agreement"].items() if len(h) == kmax), reverse=True)
+            lines += [f"SLEB agreement over all {kmax} decisions: " +
+                      ", ".join(f"{v} {100 * s:.0f} %" for s, v in share) + ".", ""]
+    lines += ["## The gradient default by the stated rule", ""]
+    rule_lines, _ = rule(models)
+    lines += rule_lines + [""]
     notes = os.path.join(ROOT, "docs", "results-notes.md")
-    if os.path.exists(notes):  # the reading of the table, written by hand after a run
+    if os.path.exists(notes):  # the reading of the table and the rule, written by hand
         lines += [open(notes).read().rstrip(), ""]
     open(args.out, "w").write("\n".join(lines) + "\n")
     print("wrote", args.out, file=sys.stderr)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--models", default="smollm2,qwen1.5b", help="comma-separated: " + ", ".join(MODELS))
+    p.add_argument("--run", default=None, help="models to run (default: --models); the others are read from the cache")
+    p.add_argument("--np", type=int, default=2)
+    p.add_argument("--ks-percent", default="12.5,25,37.5")
+    p.add_argument("--calib-windows", type=int, default=16)
+    p.add_argument("--windows", type=int, default=128, help="held-out windows per corpus")
+    p.add_argument("--variants", default="", help="only these variants (labels, comma-separated; default all)")
+    p.add_argument("--agreement", action="store_true", help="measure each decision's agreement with SLEB")
+    p.add_argument("--bin", default=os.path.join(ROOT, ".build", "release", "gradmap-dist"))
+    p.add_argument("--out", default=os.path.join(ROOT, "docs", "results.md"))
+    p.add_argument("--report-only", action="store_true", help="write the tables from the cached runs only")
+    args = p.parse_args()
+    if not args.report_only:
+        if not os.path.exists(args.bin):
+            subprocess.run(["swift", "build", "-c", "release", "--product", "gradmap-dist"], cwd=ROOT, check=True)
+        subprocess.run([os.path.join(ROOT, "launch", "fetch-assets")], check=True)
+    running = set((args.run or args.models).split(","))
+    models = []
+    for key in args.models.split(","):
+        a = argparse.Namespace(**vars(args))
+        a.report_only = args.report_only or key not in running
+        models.append(grid(a, key))
+    write(args, models)
 
 
 if __name__ == "__main__":

@@ -275,15 +275,17 @@ final class PruneCLITests: XCTestCase {
         for metric in ["sleb", "fisher"] {
             let r = try prune(model, temporaryDirectory("without") + "/p", ["--metric", metric, "--remove", "2", "--no-compensate"])
             XCTAssertEqual(r.status, 0, r.stderr)
-            let decisions = try XCTUnwrap(try json(r)["decisions"] as? [[String: Any]])
-            let first = decisions[0]["removed"] as! Int, second = decisions[1]["removed"] as! Int
+            let report = try json(r)
+            let removed = try XCTUnwrap(report["removed"] as? [Int]), scoresPerDecision = try XCTUnwrap(report["scores"] as? [[Any]])
+            XCTAssertEqual(removed.count, 2)
+            let first = removed[0], second = removed[1]
             let s = try runProcess(binaryPath, ["score", "--model", model, "--tokens", model + "/tokens.bin", "--seq-len", "16",
                                                 "--calib-windows", "8", "--metric", metric, "--without", "\(first)"])
             XCTAssertEqual(s.status, 0, s.stderr)
             let scored = try json(s)
             XCTAssertEqual(scored["choice"] as? Int, second, metric)
             XCTAssertEqual(scored["without"] as? [Int], [first])
-            let expected = (decisions[1]["scores"] as! [Any]).map { ($0 as? NSNumber)?.doubleValue }
+            let expected = scoresPerDecision[1].map { ($0 as? NSNumber)?.doubleValue }
             let got = (scored["scores"] as! [Any]).map { ($0 as? NSNumber)?.doubleValue }
             XCTAssertEqual(got, expected, "\(metric): the scores of the job's second decision")
             XCTAssertNil(got[first] ?? nil, "the removed layer has no score")

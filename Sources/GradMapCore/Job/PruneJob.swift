@@ -60,6 +60,7 @@ public struct PruneConfig: Sendable {
 
     /// score()'s removed layers against the model: in range, once each, leaving a layer to score.
     func validateScoredWithout(layers l: Int) throws {
+        guard !scoredWithout.isEmpty else { return }
         for x in scoredWithout where x < 0 || x >= l {
             throw bad(.without, nil, "layer \(x) is out of range; the model has layers 0..\(l - 1)")
         }
