@@ -21,8 +21,10 @@ in --ks-percent of its layers (12.5, 25, 37.5 % by default, rounded: SmolLM2 4, 
   per variant the share of decisions that took it.
 
 Then the rule of docs/results-notes.md ("The rule that will pick the gradient default") is applied to every
-(model, K, corpus) cell that has been measured. Every run is cached in .cache/results/<model>/ as JSON keyed
-by its command, so an interrupted run resumes (and --report-only writes the tables from what is there).
+(model, K, corpus) cell that has been measured. Every run's record (its pruning_report.json: removed layers,
+scores, seconds, every held-out window's loss) is kept in benchmarks/results-runs/<model>/, committed and keyed
+by its command with the checkout's path taken out, so an interrupted grid resumes on any clone and machine
+(--report-only writes the tables from the records alone); the pruned checkpoints go to .cache/results/<model>/.
 
     python3 scripts/results.py [--models smollm2] [--np 2] [--calib-windows 16] [--windows 128] [--agreement]
 """
@@ -42,6 +44,7 @@ from compensation_time import cpu_name  # noqa: E402  (the benchmarks' shared he
 from ood_compensation import paired, spread, tokens  # noqa: E402
 
 CACHE = os.path.join(ROOT, ".cache")
+RECORDS = os.path.join(ROOT, "benchmarks", "results-runs")
 ASSETS = os.path.join(CACHE, "assets")
 SEQ = 256
 MODELS = {
@@ -71,12 +74,14 @@ def variants():
 
 
 class Runner:
-    """Cached gradmap-dist runs of one model (JSON per command in .cache/results/<model>/)."""
+    """Recorded gradmap-dist runs of one model (one JSON per command in benchmarks/results-runs/<model>/)."""
 
     def __init__(self, args, key):
         self.args, self.key, self.spec = args, key, MODELS[key]
-        self.dir = os.path.join(CACHE, "results", key)
+        self.dir = os.path.join(CACHE, "results", key)  # token files and pruned checkpoints: regenerated
+        self.records = os.path.join(RECORDS, key)  # one JSON per run: committed
         os.makedirs(self.dir, exist_ok=True)
+        os.makedirs(self.records, exist_ok=True)
         self.model = os.path.join(ASSETS, self.spec["file"])
         self.calib = os.path.join(self.dir, "calib.bin")
         self.held = os.path.join(self.dir, f"held-out-{args.windows}.bin")
@@ -99,9 +104,10 @@ class Runner:
 
     def cached(self, command, tag):
         # Whether a run re-evaluates the pruned model depends on which run of its set came first; not part of the key.
-        key = [c for c in command if c != "--skip-pruned-eval"]
+        # Paths relative to the checkout, so that a record made in one clone is found in another.
+        key = [c.replace(ROOT + os.sep, "") for c in command if c != "--skip-pruned-eval"]
         digest = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
-        return os.path.join(self.dir, f"{tag}-{digest}.json")
+        return os.path.join(self.records, f"{tag}-{digest}.json")
 
     def run(self, command, tag, report=False):
         """One cached job: its last stdout JSON (with `report`, the pruning_report.json it wrote instead, for the
@@ -124,7 +130,10 @@ class Runner:
             result = json.loads(r.stdout.strip().splitlines()[-1])
         result["wall_seconds"] = time.time() - t0
         result["command"] = " ".join(["gradmap-dist"] + command)
-        json.dump(result, open(path, "w"), indent=1)
+        result["cpu"] = f"{cpu_name()}, {os.cpu_count()} cores, {self.args.np} ranks"
+        with open(path + ".partial", "w") as f:  # the checkout's path out of every string in it
+            f.write(json.dumps(result, separators=(",", ":")).replace(ROOT + os.sep, ""))
+        os.replace(path + ".partial", path)
         return result
 
     def prune(self, flags, tag):
@@ -187,6 +196,23 @@ def grid(args, key):
             d = by_domain(r, "pruned", n)
             if d:
                 pruned_eval.setdefault(frozenset(r["removed"]), d)
+    def compensated(removed, mode):
+        s = frozenset(removed)
+        extra = ["--skip-pruned-eval"] if s in pruned_eval else []
+        c = run.prune(["--layers", ",".join(map(str, sorted(removed))), "--compensate-at", mode, "--skip-original-eval"] + extra,
+                      f"set-{'-'.join(map(str, sorted(removed)))}-{mode}")
+        d = by_domain(c, "pruned", n) if c else None
+        if d:
+            pruned_eval.setdefault(s, d)
+        return c
+
+    # The runs in the order that fills whole cells of the rule first: the default compensation before shift,
+    # smaller K first (a session that ends early leaves complete K, not a bit of every K).
+    if not args.report_only:
+        for mode in ("auto", "shift"):
+            for k in ks:
+                for label, runs in scored.items():
+                    compensated(runs.get(k, runs[kmax])["removed"][:k], mode)
     rows = []
     for label, runs in scored.items():
         full = runs[kmax]
@@ -196,15 +222,10 @@ def grid(args, key):
             s = frozenset(removed)
             row = {"model": key, "k": k, "variant": label, "removed": removed, "derived": r is full and k != kmax,
                    "scoring_s": scoring_seconds(label, r, k), "ppl": {}, "layer": {}, "comp_s": {}}
-            for mode in ("shift", "auto"):
-                extra = ["--skip-pruned-eval"] if s in pruned_eval else []
-                c = run.prune(["--layers", ",".join(map(str, sorted(removed))), "--compensate-at", mode,
-                               "--skip-original-eval"] + extra, f"set-{'-'.join(map(str, sorted(removed)))}-{mode}")
+            for mode in ("auto", "shift"):
+                c = compensated(removed, mode)
                 if c is None:
                     continue
-                d = by_domain(c, "pruned", n)
-                if d:
-                    pruned_eval.setdefault(s, d)
                 folded = (c.get("compensation") or {}).get("layer")
                 comp = by_domain(c, "compensated", n) if folded is not None else pruned_eval.get(s)
                 if comp:
