@@ -7,8 +7,10 @@ once with the compensation's shared passes (the default) and once with each part
 (GRADMAP_COMPENSATION_PASSES=separate, the previous way). From each run's pruning report: the scoring seconds
 (bi's one forward), the compensation seconds (fitting and folding: shifts, sums, solve, validation sweep,
 fold; not the compensated model's calibration loss) and their parts, and the ratio compensation / scoring.
+With --repeat R every (ranks, mode) runs R times in turn (rounds, so that a slow minute of a shared machine
+hits every setting alike); the table gives the run with the median ratio and every run's ratio.
 
-    python3 benchmarks/compensation_time.py [--bin .build/release/gradmap-dist] [--np 1,2,4] [--modes shared,separate]
+    python3 benchmarks/compensation_time.py [--bin .build/release/gradmap-dist] [--np 1,2,4] [--modes shared,separate] [--repeat 3]
 
 Prints a Markdown table; the reports go to .cache/bench/compensation-<mode>-np<N>.json.
 """
@@ -38,6 +40,7 @@ def main():
     p.add_argument("--modes", default="shared,separate")
     p.add_argument("--calib-windows", type=int, default=32)
     p.add_argument("--remove", type=int, default=8)
+    p.add_argument("--repeat", type=int, default=1)
     args = p.parse_args()
     assets = os.path.join(CACHE, "assets")
     model = os.path.join(assets, "SmolLM2-135M-Instruct.Q4_1.gguf")
@@ -47,9 +50,10 @@ def main():
                         "--out", tokens], check=True)
     out_dir = os.path.join(CACHE, "bench")
     os.makedirs(out_dir, exist_ok=True)
-    rows = []
-    for np_ in [int(x) for x in args.np.split(",")]:
-        for mode in args.modes.split(","):
+    runs = {}
+    settings = [(int(n), mode) for n in args.np.split(",") for mode in args.modes.split(",")]
+    for _ in range(args.repeat):
+        for np_, mode in settings:
             out = os.path.join(out_dir, f"compensation-{mode}-np{np_}")
             env = dict(os.environ, GRADMAP_COMPENSATION_PASSES=mode)
             cmd = [os.path.join(ROOT, "launch", "run"), "-np", str(np_), "--bin", args.bin, "prune", "--model", model,
@@ -63,14 +67,21 @@ def main():
                 json.dump(report, f, indent=1)
             s, parts = report["seconds"], dict(report["compensation_detail"]["seconds"])
             split = f"{1 + max(r['stage'] for r in report['ranks'])} × {1 + max(r['replica'] for r in report['ranks'])}"
-            rows.append((f"{np_} ({split})", mode, report["removed"], report["compensation"]["layer"], s["scoring"], s["compensation"], parts))
+            runs.setdefault((np_, mode), []).append(
+                (s["compensation"] / s["scoring"], f"{np_} ({split})", mode, report["removed"], report["compensation"]["layer"],
+                 s["scoring"], s["compensation"], parts))
             print(f"np={np_} {mode}: scoring {s['scoring']:.1f} s, compensation {s['compensation']:.1f} s", file=sys.stderr)
     print(f"CPU: {cpu_name()}, {os.cpu_count()} cores; {args.calib_windows} calibration windows x 256, bi, K = {args.remove}\n")
-    print("| ranks (stages × replicas) | passes | removed | j* | scoring s | compensation s | shifts | sums | solve | validation | fold | compensation / scoring |")
-    print("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for np_, mode, removed, layer, scoring, comp, parts in rows:
+    print("| ranks (stages × replicas) | passes | removed | j* | scoring s | compensation s | shifts | sums | solve | validation | fold "
+          "| compensation / scoring | every run's ratio |")
+    print("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    for key in settings:
+        ordered = sorted(runs[key], key=lambda r: r[0])
+        ratio, label, mode, removed, layer, scoring, comp, parts = ordered[(len(ordered) - 1) // 2]
         cells = " | ".join(f"{parts.get(k, 0):.1f}" for k in ["shifts", "sums", "solve", "validation", "fold"])
-        print(f"| {np_} | {mode} | {' '.join(map(str, removed))} | {layer} | {scoring:.1f} | {comp:.1f} | {cells} | {comp / scoring:.2f} |")
+        every = " ".join(f"{r[0]:.2f}" for r in runs[key])
+        print(f"| {label} | {mode} | {' '.join(map(str, removed))} | {layer} | {scoring:.1f} | {comp:.1f} | {cells} | "
+              f"**{ratio:.2f}** | {every} |")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ import argparse
 import json
 import math
 import os
-import statistics
 import struct
 import subprocess
 import sys
@@ -41,7 +40,12 @@ PRESETS = {
     "qwen1.5b": dict(model="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf", extra=["--weights", "bf16"]),
 }
 SEQ = 256
-Z975 = statistics.NormalDist().inv_cdf(0.975)
+
+
+def t975(dof):
+    """Student's two-sided 95 % quantile (the tool's intervals, Support/Interval.swift)."""
+    import scipy.stats  # PyPI's scipy: only the interval scripts need it
+    return float(scipy.stats.t.ppf(0.975, dof))
 
 
 def paired(a, b):
@@ -49,7 +53,7 @@ def paired(a, b):
     d = [y - x for x, y in zip(a, b)]
     n = len(d)
     m = sum(d) / n
-    half = Z975 * math.sqrt(sum((x - m) ** 2 for x in d) / (n - 1)) / math.sqrt(n)
+    half = t975(n - 1) * math.sqrt(sum((x - m) ** 2 for x in d) / (n - 1)) / math.sqrt(n)
     return m, m - half, m + half
 
 

@@ -54,8 +54,8 @@ mean (ties: first in (layer ascending, alpha ascending) order); tied = the pairs
 of (pair - best) over the windows has its lower end <= 0 (one window: equal means only); pick = the tied
 pair with the largest alpha (ties: lower mean, then first); folded if its mean is below the pruned model's
 by more than a relative 1e-6 and (two or more windows) the paired interval of (pick - pruned) lies below 0.
-The interval: mean +- z sd / sqrt(n) of the per-window differences, sd with divisor n - 1,
-z = NormalDist().inv_cdf(0.975). The auto runs with "--calib-windows 2 --validation-windows 2" use
+The interval: mean +- t sd / sqrt(n) of the per-window differences, sd with divisor n - 1,
+t = scipy.stats.t.ppf(0.975, n - 1) (Student's quantile). The auto runs with "--calib-windows 2 --validation-windows 2" use
 calibration windows [0, 2] and validation windows [1, 3].
 
 Each decision made here carries its margin (the relative gap to the runner-up); the script refuses a
@@ -85,6 +85,7 @@ import statistics
 import struct
 import sys
 
+import scipy.stats
 import torch
 import torch.nn.functional as F
 
@@ -100,7 +101,6 @@ COMMON_ARGS = ["--seq-len", str(SEQ), "--calib-windows", str(CALIB), "--protect-
                "--protect-last", "0", "--matmul", "f32"]
 AUTO_ALPHAS = [1e-1, 1.0, 10.0]
 MINIMUM_GAIN = 1e-6
-Z975 = statistics.NormalDist().inv_cdf(0.975)
 TWO_VALIDATION = ["--calib-windows", "2", "--validation-windows", "2"]
 MASK64 = (1 << 64) - 1
 
@@ -384,12 +384,13 @@ def fit(model, orig_rec, pruned_rec, j, alpha):
 
 
 def paired_interval(a, b):
-    """The 95 % normal interval of the mean of b - a over windows (method.md, Perplexity protocol)."""
+    """The 95 % Student interval of the mean of b - a over windows (method.md, Perplexity protocol)."""
     d = [y - x for x, y in zip(a, b)]
     n = len(d)
     m = sum(d) / n
     sd = math.sqrt(sum((x - m) ** 2 for x in d) / (n - 1))
-    return m - Z975 * sd / math.sqrt(n), m + Z975 * sd / math.sqrt(n)
+    t = float(scipy.stats.t.ppf(0.975, n - 1))
+    return m - t * sd / math.sqrt(n), m + t * sd / math.sqrt(n)
 
 
 def auto_choice(base_w, sol_w, means, baseline, alphas):

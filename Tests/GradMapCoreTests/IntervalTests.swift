@@ -1,4 +1,4 @@
-// The 95 % intervals of the perplexity protocol (method.md) against numpy/scipy
+// The 95 % (Student) intervals of the perplexity protocol (method.md) against numpy/scipy
 // (scripts/make_interval_fixtures.py), and the per-window losses a pass returns.
 import Foundation
 import XCTest
@@ -20,8 +20,15 @@ final class IntervalTests: XCTestCase {
         let path = Fixtures.dir("intervals") + "/intervals.json"
         let o = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as! [String: Any]
         XCTAssertEqual((o["z"] as! NSNumber).doubleValue, normalQuantile975, accuracy: 1e-15)
+        // Student's quantile by bisection on a Simpson integral: its error is ~1e-11 (Interval.swift), and a
+        // wrong density or degrees-of-freedom count moves it by more than 1e-4.
+        let t = o["t"] as! [String: NSNumber]
+        XCTAssertEqual(t.count, 10)
+        for (dof, value) in t {
+            XCTAssertEqual(studentQuantile975(dof: Int(dof)!), value.doubleValue, accuracy: 1e-9, "t quantile, \(dof) degrees")
+        }
         let cases = o["cases"] as! [[String: Any]]
-        XCTAssertEqual(cases.count, 3)
+        XCTAssertEqual(cases.count, 4)
         func check(_ got: MeanInterval, _ want: [String: Any], scale: Double, _ label: String) {
             let g = ["mean": got.mean, "sd": got.sd, "lo": got.lo, "hi": got.hi, "exp_lo": got.expInterval.0, "exp_hi": got.expInterval.1]
             for (key, value) in g {

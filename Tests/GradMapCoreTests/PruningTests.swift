@@ -11,12 +11,12 @@ import XCTest
 @testable import GradMapWriter
 
 /// A random LLaMA checkpoint folder (config.json + model.safetensors) with `layers` layers.
-func makeModel(layers: Int, tied: Bool = false, dtype: DType = .f32, seed: UInt64 = 11, hidden: Int = 16,
+func makeModel(layers: Int, tied: Bool = false, dtype: DType = .f32, seed: UInt64 = 11, hidden: Int = 16, vocab: Int = 64,
                edit: ((String, inout [Float]) -> Void)? = nil) throws -> String {
     var rope = RopeConfig()
     rope.theta = 10000
     let c = ModelConfig(
-        modelType: "llama", vocabSize: 64, hidden: hidden, intermediate: 2 * hidden, layers: layers, heads: 4, kvHeads: 2,
+        modelType: "llama", vocabSize: vocab, hidden: hidden, intermediate: 2 * hidden, layers: layers, heads: 4, kvHeads: 2,
         headDim: hidden / 4, rmsEps: 1e-6, tieEmbeddings: tied, qkvBias: false, attentionOutputBias: false, mlpBias: false,
         rope: rope)
     let dir = temporaryDirectory("model")

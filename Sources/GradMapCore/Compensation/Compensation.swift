@@ -41,6 +41,8 @@ public struct CompensationReport: Sendable {
     /// Validation loss of the pruned model without compensation (auto only), and per window.
     public let baselineValidationLoss: Double?
     public var baselineValidationWindowLosses: [Double]? = nil
+    /// Validation rows (the pruned model, each solution) whose head the first stage ran (a tied model in stages).
+    public var validationHeadsOnFirstStage = 0
     /// Seconds of each part on rank 0: "shifts", "sums", "solve", "validation", "fold".
     public var seconds: [(String, Double)] = []
 }
@@ -364,6 +366,7 @@ public struct Compensation {
         var chosen: Int? = 0
         var baseline: Double? = nil
         var baselineWindows: [Double]? = nil
+        var headsOnFirstStage = 0
         if target == .auto {
             let layers = results.map(\.layer)
             let losses = passes == .shared
@@ -375,6 +378,7 @@ public struct Compensation {
                 results[k] = CompensationCandidate(layer: r.layer, alpha: r.alpha, lambda: r.lambda, validationLoss: losses.solutionMeans[k], reconBefore: r.reconBefore, reconAfter: r.reconAfter, validationWindowLosses: losses.solutions[k])
             }
             baselineWindows = losses.baseline
+            headsOnFirstStage = losses.headsOnFirstStage
             // Every rank computed the same losses, so every rank makes the same choice.
             chosen = CompensationChoice.choose(losses, ridges: results.map(\.alpha))
             clock.lap("validation")
@@ -387,6 +391,7 @@ public struct Compensation {
             alpha: pick?.alpha ?? .nan, lambda: pick?.lambda ?? .nan, ridgeRaised: raisedAny, candidates: results,
             baselineValidationLoss: baseline)
         report.baselineValidationWindowLosses = baselineWindows
+        report.validationHeadsOnFirstStage = headsOnFirstStage
         report.seconds = clock.laps
         return report
     }

@@ -15,6 +15,8 @@ struct ValidationLosses {
     /// The mean over windows of each row, as the pass totals give it (the report's validation losses).
     var baselineMean: Double
     var solutionMeans: [Double]
+    /// Rows whose head the first stage took off the last (the shared sweep on a tied model in stages).
+    var headsOnFirstStage = 0
 }
 
 package enum CompensationChoice {

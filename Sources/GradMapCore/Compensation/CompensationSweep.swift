@@ -188,7 +188,9 @@ extension Compensation {
     /// micro-batches), keeping the input of each candidate layer the stage holds (V/R × T × H floats per
     /// candidate); then per solution, on the stage holding its layer, P folded in, the windows run from that
     /// layer to the stage's end from the kept inputs, P taken out again; later stages run their layers on
-    /// what they receive; the last takes the loss. Earlier stages have nothing to do for that solution.
+    /// what they receive; the last takes the loss. Earlier stages have nothing to do for that solution, so on
+    /// a tied model the first stage (which holds the output matrix as its embedding) takes some rows' heads
+    /// off the last one (headsOnFirstStage): their final hidden states go to it, and it takes the loss.
     /// Each P reaches the ranks holding its layer from rank 0 before the sweep (distribute).
     func validationSweep(layers: [Int], solutions: [[Double]], storage: DType) throws -> ValidationLosses {
         let stage = pipeline.stage, pipe = pipeline.pipe
@@ -201,7 +203,6 @@ extension Compensation {
         let received = Buffer<F>(count: block)
         let sendBuffers = (0..<2).map { _ in Buffer<F>(count: block) }
         var sends = [Communicator.Request?](repeating: nil, count: 2)
-        stage.progress = { for r in sends { _ = try? r?.test() } }
         defer { stage.progress = nil }
         let scratch = (Buffer<F>(count: block), Buffer<F>(count: block))
         let ids = Buffer<UInt32>(count: microBatch * t, zero: 0)
@@ -216,10 +217,33 @@ extension Compensation {
         // One tag for the whole sweep: both ends walk the same jobs in the same order, and MPI keeps the
         // order of messages between two ranks with one tag.
         let tag = 7
+        // The first stage's share of the heads, and what it needs for them: the final norm's weight (from
+        // the last stage) and a head's scratch. The last stage hands a row's final states over from a buffer
+        // of the whole row, two of them, so that it runs the next row while the first stage takes the losses.
+        let headsFirst = headsOnFirstStage(layers: layers)
+        let handOffTag = 8
+        let borrowed = s == 0 && !headsFirst.isEmpty ? BorrowedHead<F>(config, b: microBatch, t: t) : nil
+        let handOff = s == stages - 1 && !headsFirst.isEmpty ? (0..<2).map { _ in Buffer<F>(count: max(1, mine.count * t * h)) } : []
+        var handOffSends: [[Communicator.Request]] = [[], []]
+        var handOffs = 0
+        stage.progress = {
+            for r in sends { _ = try? r?.test() }
+            for list in handOffSends { for r in list { _ = try? r.test() } }
+        }
+        if !headsFirst.isEmpty && s == stages - 1 {
+            try pipe.isend(stage.params.value("model.norm.weight"), count: h, to: 0, tag: handOffTag, storage: stage.params).wait()
+        }
+        if let borrowed { try pipe.recv(borrowed.norm.pointer, count: h, from: stages - 1, tag: handOffTag) }
 
         /// One job over my windows: `body` runs a micro-batch's layers (its input: received or embedded) and
         /// returns the stage's output; the last stage takes the loss into `row`, the others send it on.
         func job(row: Int, receives: Bool, _ body: (Int, Int, UnsafeMutablePointer<F>) -> UnsafeMutablePointer<F>) throws {
+            let handsOff = s == stages - 1 && headsFirst.contains(row)
+            if handsOff {  // the buffer's previous row has reached the first stage
+                for r in handOffSends[handOffs % 2] { try r.wait() }
+                handOffSends[handOffs % 2] = []
+            }
+            defer { if handsOff { handOffs += 1 } }
             for i in 0..<m {
                 let lo = mine.startIndex + i * microBatch
                 let list = mine[lo..<min(lo + microBatch, mine.endIndex)]
@@ -227,7 +251,11 @@ extension Compensation {
                 data.gather(list, into: ids.pointer)
                 if receives { try pipe.recv(received.pointer, count: n, from: s - 1, tag: tag) }
                 let out = body(i, b, received.pointer)
-                if s == stages - 1 {
+                if handsOff {
+                    let buffer = handOff[handOffs % 2], at = buffer.pointer + i * microBatch * t * h
+                    at.update(from: out, count: n)
+                    handOffSends[handOffs % 2].append(try pipe.isend(at, count: n, to: 0, tag: handOffTag, storage: buffer))
+                } else if s == stages - 1 {
                     let perWindow = stage.head(hidden: out, ids: ids.pointer, b: b, gradScale: nil, pass: pruned)
                     for (w, value) in perWindow.enumerated() { nll.add(value, row: row, slot: lo + w) }
                 } else {
@@ -236,6 +264,18 @@ extension Compensation {
                     buffer.pointer.update(from: out, count: n)
                     sends[i % 2] = try pipe.isend(buffer.pointer, count: n, to: s + 1, tag: tag, storage: buffer)
                 }
+            }
+        }
+        /// The first stage's part of a row whose head it runs: each micro-batch's final states, and the loss.
+        func borrowedHeads(row: Int) throws {
+            guard let borrowed, headsFirst.contains(row) else { return }
+            for i in 0..<m {
+                let lo = mine.startIndex + i * microBatch
+                let list = mine[lo..<min(lo + microBatch, mine.endIndex)]
+                data.gather(list, into: ids.pointer)
+                try pipe.recv(received.pointer, count: list.count * t * h, from: stages - 1, tag: handOffTag)
+                let perWindow = stage.head(hidden: received.pointer, ids: ids.pointer, b: list.count, pass: pruned, borrowed: borrowed)
+                for (w, value) in perWindow.enumerated() { nll.add(value, row: row, slot: lo + w) }
             }
         }
         // The pruned model, as Pipeline.run computes it (slot 0's buffers), keeping the candidates' inputs.
@@ -250,7 +290,8 @@ extension Compensation {
             }
             return stage.outputBuffer(slot: 0)
         }
-        for k in layers.indices where s >= stageOf(layers[k]) {
+        try borrowedHeads(row: 0)
+        for k in layers.indices {
             let c = layers[k]
             if s == stageOf(c) {
                 let old = fold(received: ps[k]!, layer: c, storage: storage)
@@ -260,21 +301,54 @@ extension Compensation {
                                     scratch: (scratch.0.pointer, scratch.1.pointer), precision: pruned.precision)
                 }
                 restore(old, layer: c)
-            } else {
+            } else if s > stageOf(c) {
                 try job(row: 1 + k, receives: true) { _, b, input in
                     stage.runLayers(active[...], b: b, from: input, scratch: (scratch.0.pointer, scratch.1.pointer),
                                     precision: pruned.precision)
                 }
             }
+            try borrowedHeads(row: 1 + k)
         }
         for r in sends { try r?.wait() }
+        for list in handOffSends { for r in list { try r.wait() } }
         let (table, totals) = try nll.reduced(over: pipeline.world)
         let predictions = Double(validation.count * (t - 1))
         let v = validation.count
         let perWindow = Double(t - 1)
         let rows: [[Double]] = (0...layers.count).map { r in (0..<v).map { w in table[r * v + w] / perWindow } }
         return ValidationLosses(baseline: rows[0], solutions: Array(rows.dropFirst()),
-                                baselineMean: totals[0] / predictions, solutionMeans: totals.dropFirst().map { $0 / predictions })
+                                baselineMean: totals[0] / predictions, solutionMeans: totals.dropFirst().map { $0 / predictions },
+                                headsOnFirstStage: headsFirst.count)
+    }
+
+    /// The sweep's rows (0: the pruned model, 1 + k: solution k) whose head the first stage runs, on a tied
+    /// model in stages: in sweep order each row's head goes to whichever of the first and the last stage has
+    /// had less forward work so far (Placement's FLOPs per token: the layers each runs for the row, the head
+    /// on the one that takes it). The same set on every rank; empty on one stage or an untied model.
+    func headsOnFirstStage(layers: [Int]) -> Set<Int> {
+        let ranges = pipeline.placement.layerRanges
+        guard ranges.count > 1, config.tieEmbeddings else { return [] }
+        let layerCost = Placement.forwardFlopsPerToken(config, StagePart(layers: 0..<1, embedding: false, head: false), seqLen: seqLen)
+        let headCost = Placement.forwardFlopsPerToken(config, StagePart(layers: 0..<0, embedding: false, head: true), seqLen: seqLen)
+        let first = ranges[0], last = ranges[ranges.count - 1]
+        func runs(_ range: Range<Int>, from layer: Int) -> Double {
+            Double(pruned.layers.filter { range.contains($0) && $0 >= layer }.count) * layerCost
+        }
+        var firstLoad = runs(first, from: 0), lastLoad = runs(last, from: 0)
+        var rows = Set<Int>()
+        for row in 0...layers.count {
+            if row > 0 {
+                firstLoad += runs(first, from: layers[row - 1])
+                lastLoad += runs(last, from: layers[row - 1])
+            }
+            if firstLoad < lastLoad {
+                rows.insert(row)
+                firstLoad += headCost
+            } else {
+                lastLoad += headCost
+            }
+        }
+        return rows
     }
 
     /// Each solution in float32 on the ranks whose stage holds its layer (one per replica), before the sweep:

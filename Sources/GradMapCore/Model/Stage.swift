@@ -278,12 +278,28 @@ public final class Stage<F: Real>: @unchecked Sendable {
         hidden hL: UnsafePointer<F>, ids: UnsafePointer<UInt32>, b: Int, gradScale: F?, pass: Pass,
         onLogits: ((Int, UnsafePointer<F>) -> Void)? = nil
     ) -> [Double] {
+        let outW = config.tieEmbeddings ? params.value("model.embed_tokens.weight") : params.value("lm_head.weight")
+        return head(hidden: hL, ids: ids, b: b, gradScale: gradScale, pass: pass, onLogits: onLogits,
+                    normW: params.value("model.norm.weight"), outW: outW, hs: head!)
+    }
+
+    /// The loss part of head(hidden:…) (no gradient) on the first stage of a tied model, which holds the
+    /// output matrix (the embedding) but not the head: the final norm's weight is given, the scratch is the
+    /// borrowed head's. The same calls on the same inputs, so the same bits as the last stage computes.
+    package func head(hidden hL: UnsafePointer<F>, ids: UnsafePointer<UInt32>, b: Int, pass: Pass, borrowed: BorrowedHead<F>) -> [Double] {
+        precondition(config.tieEmbeddings && params.part.embedding, "a borrowed head needs the tied output matrix")
+        return head(hidden: hL, ids: ids, b: b, gradScale: nil, pass: pass, onLogits: nil,
+                    normW: borrowed.norm.pointer, outW: params.value("model.embed_tokens.weight"), hs: borrowed.scratch)
+    }
+
+    private func head(
+        hidden hL: UnsafePointer<F>, ids: UnsafePointer<UInt32>, b: Int, gradScale: F?, pass: Pass,
+        onLogits: ((Int, UnsafePointer<F>) -> Void)?, normW: UnsafeMutablePointer<F>, outW: UnsafeMutablePointer<F>,
+        hs: HeadScratch<F>
+    ) -> [Double] {
         let c = config
         let matmul = pass.precision, allWeightGradients = pass.allWeightGradients
         let t = seqLen, n = b * t, h = c.hidden, v = c.vocabSize
-        let hs = head!
-        let normW = params.value("model.norm.weight")
-        let outW = c.tieEmbeddings ? params.value("model.embed_tokens.weight") : params.value("lm_head.weight")
         rmsnormForward(hs.lnf.pointer, hs.rstdf.pointer, hL, normW, n: n, c: h, eps: F(c.rmsEps))
         var nll = [Double](repeating: 0, count: b)
         for w in 0..<b {
@@ -309,6 +325,18 @@ public final class Stage<F: Real>: @unchecked Sendable {
                 inp: hL, weight: normW, rstd: hs.rstdf.pointer, n: n, c: h)
         }
         return nll
+    }
+}
+
+/// What the first stage of a tied model needs to take a head's loss off the last stage: the final norm's
+/// weight (sent by the last stage) and a head's scratch (the logits of one window, [T, V]).
+package final class BorrowedHead<F: Real>: @unchecked Sendable {
+    package let norm: Buffer<F>
+    let scratch: HeadScratch<F>
+
+    package init(_ c: ModelConfig, b: Int, t: Int) {
+        norm = Buffer(count: c.hidden)
+        scratch = HeadScratch(c, b: b, t: t)
     }
 }
 

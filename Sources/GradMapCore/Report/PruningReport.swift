@@ -151,6 +151,7 @@ public struct PruningResult: Sendable {
             ("baseline_validation_loss", c.baselineValidationLoss.map { .double($0) } ?? .null),
             ("baseline_validation_window_losses", c.baselineValidationWindowLosses.map { .array($0.map { .double($0) }) } ?? .null),
             ("seconds", .object(c.seconds.map { ($0.0, .double($0.1)) })),
+            ("validation_heads_on_first_stage", .int(c.validationHeadsOnFirstStage)),
             ("candidates", .array(c.candidates.map { k in
                 .object([
                     ("layer", .int(k.layer)), ("alpha", .double(k.alpha)), ("lambda", .double(k.lambda)),
