@@ -20,7 +20,6 @@ Prints, per rule, the sets folded, how often the news text got worse (paired 95 
 pruned loss above 0; mean above 0) and the summed loss gains, and every set where the rules differ.
 """
 import argparse
-import json
 import os
 import sys
 
@@ -44,16 +43,9 @@ def main():
     args.report_only = False
     run = R.Runner(args, args.model)
     n = args.windows
-    pruned, autos = {}, []
-    for name in sorted(os.listdir(run.records)):
-        if not name.endswith(".json") or name.startswith("sleb-state-"):
-            continue
-        rec = json.load(open(os.path.join(run.records, name)))
-        d = R.by_domain(rec, "pruned", n) if "eval" in rec else None
-        if d and len(d["news"]) == n:
-            pruned.setdefault(frozenset(rec["removed"]), d)
-        if "-auto-" in name and " ".join(R.AUTO_VALIDATION) in rec.get("command", ""):
-            autos.append(rec)
+    pruned = run.pruned_evaluations()
+    autos = [rec for name, rec in run.all_records()
+             if name.startswith("set-") and "-auto-" in name and " ".join(R.AUTO_VALIDATION) in rec.get("command", "")]
     stats = {rule: dict(folded=0, worse=0, mean_worse=0, wiki=0.0, news=0.0) for rule in RULES}
     differ = []
     for rec in autos:

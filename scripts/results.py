@@ -24,7 +24,8 @@ Then the rule of docs/results-notes.md ("The rule that will pick the gradient de
 (model, K, corpus) cell that has been measured. Every run's record (its pruning_report.json: removed layers,
 scores, seconds, every held-out window's loss) is kept in benchmarks/results-runs/<model>/, committed and keyed
 by its command with the checkout's path taken out, so an interrupted grid resumes on any clone and machine
-(--report-only writes the tables from the records alone); the pruned checkpoints go to .cache/results/<model>/.
+(--report-only writes the tables from the records alone); the pruned checkpoints are written to .cache/results/<model>/
+and deleted once their report is read.
 
     python3 scripts/results.py [--models smollm2] [--np 2] [--calib-windows 16] [--windows 128] [--agreement]
 """
@@ -34,6 +35,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -129,6 +131,7 @@ class Runner:
         if report:
             out = command[command.index("--out") + 1]
             result = json.load(open(os.path.join(out, "pruning_report.json")))
+            shutil.rmtree(out)  # the record keeps what the tables need; a 1.5B checkpoint is GBs
         else:
             result = json.loads(r.stdout.strip().splitlines()[-1])
         result["wall_seconds"] = time.time() - t0
@@ -138,6 +141,22 @@ class Runner:
             f.write(json.dumps(result, separators=(",", ":")).replace(ROOT + os.sep, ""))
         os.replace(path + ".partial", path)
         return result
+
+    def all_records(self):
+        """(file name, record) of every run record of this model, in name order."""
+        for name in sorted(os.listdir(self.records)):
+            if name.endswith(".json"):
+                yield name, json.load(open(os.path.join(self.records, name)))
+
+    def pruned_evaluations(self):
+        """The pruned model's held-out losses per removed set, from every record that evaluated it (one
+        evaluation of a set is as good as another: the same model on the same windows)."""
+        found = {}
+        for _, rec in self.all_records():
+            d = by_domain(rec, "pruned", self.args.windows) if "eval" in rec and "removed" in rec else None
+            if d and len(d["news"]) == self.args.windows:
+                found.setdefault(frozenset(rec["removed"]), d)
+        return found
 
     def prune(self, flags, tag):
         out = os.path.join(self.dir, "model-" + tag)
@@ -196,12 +215,7 @@ def grid(args, key):
     pruned_eval = {}  # frozenset of removed layers -> per-domain losses of the pruned model
     # The pruned model's evaluation does not depend on the compensation: any earlier run of the set has it
     # (records of an earlier auto rule included), so a new rule's runs evaluate only the compensated model.
-    for name in sorted(os.listdir(run.records)):
-        if name.startswith("set-"):
-            rec = json.load(open(os.path.join(run.records, name)))
-            d = by_domain(rec, "pruned", n) if "eval" in rec else None
-            if d and len(d["news"]) == n:
-                pruned_eval.setdefault(frozenset(rec["removed"]), d)
+    pruned_eval.update(run.pruned_evaluations())
     for label, runs in scored.items():
         for r in runs.values():
             d = by_domain(r, "pruned", n)

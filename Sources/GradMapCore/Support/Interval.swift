@@ -1,8 +1,8 @@
 // 95 % intervals of a mean over evaluation windows (method.md, "Perplexity protocol"): Student's interval of
 // the mean per-window loss, mean ± t·s/√n with s the sample standard deviation (divisor n − 1) and t the
 // 0.975 quantile of Student's t with n − 1 degrees of freedom (the normal z = 1.96 is its limit; at the
-// 2–4 validation windows the auto compensation decides on, z would claim intervals 2–6× too narrow), mapped
-// through exp for perplexity. A paired difference is the same interval over the per-window differences of
+// 2–4 validation windows the auto compensation decides on, z would claim intervals 1.6–6.5× too narrow),
+// mapped through exp for perplexity. A paired difference is the same interval over the per-window differences of
 // two settings measured on the same windows.
 import Foundation
 
