@@ -158,9 +158,12 @@ class Runner:
                 found.setdefault(frozenset(rec["removed"]), d)
         return found
 
-    def prune(self, flags, tag):
+    def prune_command(self, flags, tag):
         out = os.path.join(self.dir, "model-" + tag)
-        return self.run(["prune", *self.common, "--eval-tokens", self.held, "--out", out, "--force"] + flags, tag, report=True)
+        return ["prune", *self.common, "--eval-tokens", self.held, "--out", out, "--force"] + flags
+
+    def prune(self, flags, tag):
+        return self.run(self.prune_command(flags, tag), tag, report=True)
 
     def sleb_choice(self, state):
         """The layer SLEB removes from the model without `state` (original indices)."""
@@ -193,14 +196,20 @@ def grid(args, key):
     ks = sorted({round(p / 100 * layers) for p in map(float, args.ks_percent.split(","))})
     kmax = ks[-1]
     n = args.windows
-    original = None
+    # The unpruned model's held-out losses: from any record that evaluated it (a --variants run need not
+    # repeat the evaluation another variant's first job made).
+    original = next(({d: ppl_cell(v) for d, v in by_domain(rec, "original", n).items()}
+                     for _, rec in run.all_records() if "eval" in rec and by_domain(rec, "original", n)), None)
     scored = {}
     for i, (label, flags) in enumerate(variants()):
         if args.variants and label not in args.variants.split(","):
             continue
-        # The first job also evaluates the unpruned model (once per model).
-        skip = [] if original is None else ["--skip-original-eval"]
-        r = run.prune(flags + ["--remove", str(kmax), "--no-compensate"] + skip, f"k{kmax}-{tag(label)}-none")
+        # The first job also evaluates the unpruned model (once per model); a job recorded that way stays so.
+        base = flags + ["--remove", str(kmax), "--no-compensate"]
+        name = f"k{kmax}-{tag(label)}-none"
+        first = os.path.exists(run.cached(run.prune_command(base, name), name))
+        skip = [] if original is None or first else ["--skip-original-eval"]
+        r = run.prune(base + skip, name)
         if r is None:
             continue
         if original is None and by_domain(r, "original", n):
@@ -288,8 +297,9 @@ def grid(args, key):
                     known[state] = c
                 hits.append(known[state] == removed[d])
             agreement[label] = hits
+    cpus = sorted({rec["cpu"] for _, rec in run.all_records() if "cpu" in rec})
     return {"key": key, "ks": ks, "rows": rows, "original": original, "agreement": agreement,
-            "windows": n, "layers": layers}
+            "windows": n, "layers": layers, "cpus": cpus}
 
 
 def tag(label):
@@ -411,14 +421,15 @@ def out_of_domain(g):
 def write(args, models):
     lines = ["# Results: which layers, how good, how fast", "",
              f"Made by `python3 scripts/results.py --models {args.models} --np {args.np} --calib-windows {args.calib_windows} "
-             f"--windows {args.windows}{' --agreement' if args.agreement else ''}` on {datetime.date.today()} ({cpu_name()}, "
-             f"{os.cpu_count()} cores, {args.np} ranks; wall seconds on a machine shared with builds and tests, "
-             "docs/benchmarks.md has the clean timings).", "",
+             f"--windows {args.windows}{' --agreement' if args.agreement else ''}` on {datetime.date.today()}, from the "
+             "runs' records (benchmarks/results-runs/). Wall seconds on machines shared with builds and tests "
+             "(docs/benchmarks.md has the clean timings); the records name their CPU, "
+             + "; ".join(f"{g['key']}: " + ", ".join(g["cpus"]) for g in models if g["cpus"]) + ".", "",
              f"Calibration: {args.calib_windows} windows of {SEQ} tokens spread over the Wikipedia calibration articles "
              f"(auto compensation: {AUTO_VALIDATION[1]} validation windows from the rest), sized to this "
              f"2-core machine. Held out: {args.windows} windows of {SEQ} tokens of the Wikipedia evaluation articles "
              f"(**wiki**) and {args.windows} of the news corpus (**news**, another domain; docs/data.md), the same "
-             "windows for every setting. Every perplexity is followed by its 95 % interval [lo, hi] (the normal "
+             "windows for every setting. Every perplexity is followed by its 95 % interval [lo, hi] (Student's t "
              "interval of the mean per-window loss through exp, method.md). Protected: first and last layer. "
              "Compensation: `none`; `shift` (the paper's rule: the layer whose mean drifted most); `auto` "
              "(validation-chosen, method.md stage 2 step 5; `none` in the j* column when it folded nothing, and "
