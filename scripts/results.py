@@ -207,8 +207,8 @@ def grid(args, key):
         # The first job also evaluates the unpruned model (once per model); a job recorded that way stays so.
         base = flags + ["--remove", str(kmax), "--no-compensate"]
         name = f"k{kmax}-{tag(label)}-none"
-        first = os.path.exists(run.cached(run.prune_command(base, name), name))
-        skip = [] if original is None or first else ["--skip-original-eval"]
+        recorded_with_original = os.path.exists(run.cached(run.prune_command(base, name), name))
+        skip = [] if original is None or recorded_with_original else ["--skip-original-eval"]
         r = run.prune(base + skip, name)
         if r is None:
             continue
