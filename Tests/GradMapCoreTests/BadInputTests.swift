@@ -32,7 +32,7 @@ final class BadInputTests: XCTestCase {
         withUnsafeBytes(of: (declaredLength ?? UInt64(h.count)).littleEndian) { bytes.append(contentsOf: $0) }
         bytes.append(contentsOf: h)
         bytes.append(contentsOf: [UInt8](repeating: 0, count: dataBytes))
-        FileManager.default.createFile(atPath: path, contents: Data(bytes))
+        XCTAssertTrue(FileManager.default.createFile(atPath: path, contents: Data(bytes)))
     }
 
     func testMissingFiles() throws {
@@ -49,7 +49,7 @@ final class BadInputTests: XCTestCase {
 
     func testTruncatedAndOversizedHeader() throws {
         let dir = temporaryDirectory("st")
-        FileManager.default.createFile(atPath: dir + "/short.safetensors", contents: Data([1, 2, 3]))
+        XCTAssertTrue(FileManager.default.createFile(atPath: dir + "/short.safetensors", contents: Data([1, 2, 3])))
         expectBadInput(["short.safetensors", "truncated", "3 bytes"]) { _ = try SafeTensorsFile(path: dir + "/short.safetensors") }
         writeRaw(dir + "/cut.safetensors", header: "{}", dataBytes: 0, declaredLength: 500)
         expectBadInput(["cut.safetensors", "truncated", "508"]) { _ = try SafeTensorsFile(path: dir + "/cut.safetensors") }
@@ -148,7 +148,7 @@ final class BadInputTests: XCTestCase {
             var d = Data()
             for id in ids { withUnsafeBytes(of: id.littleEndian) { d.append(contentsOf: $0) } }
             d.append(contentsOf: extra)
-            FileManager.default.createFile(atPath: dir + "/" + name, contents: d)
+            XCTAssertTrue(FileManager.default.createFile(atPath: dir + "/" + name, contents: d))
             return dir + "/" + name
         }
         let odd = write("odd.bin", [1, 2, 3], extra: [7])
@@ -163,7 +163,7 @@ final class BadInputTests: XCTestCase {
 
     func testEmptyTokenFile() throws {
         let path = temporaryDirectory("tok") + "/empty.bin"
-        FileManager.default.createFile(atPath: path, contents: Data())
+        XCTAssertTrue(FileManager.default.createFile(atPath: path, contents: Data()))
         expectBadInput(["empty.bin", "0 tokens", "shorter than one window"]) { _ = try TokenWindows(path: path, seqLen: 8, vocabSize: 96) }
     }
 
@@ -320,7 +320,7 @@ final class BadInputTests: XCTestCase {
     func testGGUFHeaderAndTensorInfos() throws {
         let dir = temporaryDirectory("gguf")
         func write(_ name: String, _ b: [UInt8]) -> String {
-            FileManager.default.createFile(atPath: dir + "/" + name, contents: Data(b))
+            XCTAssertTrue(FileManager.default.createFile(atPath: dir + "/" + name, contents: Data(b)))
             return dir + "/" + name
         }
         let good = try ggufBytes()
@@ -361,20 +361,20 @@ final class BadInputTests: XCTestCase {
         var b = good
         let arch = after("general.architecture", in: b) + 4 + 8  // value type, string length, then "llama"
         for (k, c) in "mamba".utf8.enumerated() { b[arch + k] = c }
-        FileManager.default.createFile(atPath: dir + "/arch.gguf", contents: Data(b))
+        XCTAssertTrue(FileManager.default.createFile(atPath: dir + "/arch.gguf", contents: Data(b)))
         expectBadInput(["arch.gguf", "general.architecture 'mamba' is not supported; expected llama"]) { _ = try Checkpoint(path: dir + "/arch.gguf") }
         // One byte of llama.block_count flipped made a model of 16M layers: a hang before the limit.
         b = good
         put(UInt32(1 << 24 + 2), at: after("llama.block_count", in: b) + 4, in: &b)
-        FileManager.default.createFile(atPath: dir + "/layers.gguf", contents: Data(b))
+        XCTAssertTrue(FileManager.default.createFile(atPath: dir + "/layers.gguf", contents: Data(b)))
         expectBadInput(["layers.gguf", "num_hidden_layers 16777218 is larger than the limit of 4096"]) { _ = try Checkpoint(path: dir + "/layers.gguf") }
         b = good
         put(UInt32(8), at: after("llama.context_length", in: b), in: &b)  // u32 → string: the value becomes a length
-        FileManager.default.createFile(atPath: dir + "/vtype.gguf", contents: Data(b))
+        XCTAssertTrue(FileManager.default.createFile(atPath: dir + "/vtype.gguf", contents: Data(b)))
         expectBadInput(["vtype.gguf", "truncated GGUF file"]) { _ = try Checkpoint(path: dir + "/vtype.gguf") }
         b = good
         put(UInt32(13), at: after("llama.context_length", in: b), in: &b)
-        FileManager.default.createFile(atPath: dir + "/utype.gguf", contents: Data(b))
+        XCTAssertTrue(FileManager.default.createFile(atPath: dir + "/utype.gguf", contents: Data(b)))
         expectBadInput(["utype.gguf", "metadata llama.context_length: unknown value type 13"]) { _ = try Checkpoint(path: dir + "/utype.gguf") }
     }
 

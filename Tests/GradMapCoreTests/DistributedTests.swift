@@ -30,7 +30,7 @@ final class DistributedTests: XCTestCase {
             let id = UInt32((rng.next() + 1) / 2 * 95.99)
             withUnsafeBytes(of: id.littleEndian) { d.append(contentsOf: $0) }
         }
-        FileManager.default.createFile(atPath: path, contents: d)
+        XCTAssertTrue(FileManager.default.createFile(atPath: path, contents: d))
         return path
     }()
 

@@ -62,7 +62,7 @@ final class FuzzRegressionTests: XCTestCase {
         try fm.copyItem(atPath: corpus + "/safetensors/config.json", toPath: st + "/config.json")
         var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: corpus + "/safetensors/tiny_f32.safetensors")))
         for k in 0..<8 { bytes[k] = 0xff }
-        fm.createFile(atPath: st + "/model.safetensors", contents: Data(bytes))
+        XCTAssertTrue(fm.createFile(atPath: st + "/model.safetensors", contents: Data(bytes)))
         // index: not JSON.
         let index = try folder("index", from: corpus + "/index/tiny_3_shards")
         try "{\"weight_map\": ".write(toFile: index + "/model.safetensors.index.json", atomically: true, encoding: .utf8)
@@ -76,7 +76,7 @@ final class FuzzRegressionTests: XCTestCase {
         try "hello world".write(toFile: text, atomically: true, encoding: .utf8)
         // token file: 13 bytes.
         let tokens = dir + "/tokens.bin"
-        fm.createFile(atPath: tokens, contents: Data([UInt8](repeating: 1, count: 13)))
+        XCTAssertTrue(fm.createFile(atPath: tokens, contents: Data([UInt8](repeating: 1, count: 13))))
         let model = Fixtures.dir("llama_gqa")
 
         let cases: [([String], String)] = [

@@ -110,7 +110,7 @@ enum GGUFTestWriter {
     }
 
     static func write(_ path: String, version: UInt32 = 3, _ model: (metadata: [(String, GGUFValue)], tensors: [Tensor])) {
-        FileManager.default.createFile(atPath: path, contents: Data(encode(version: version, metadata: model.metadata, tensors: model.tensors)))
+        XCTAssertTrue(FileManager.default.createFile(atPath: path, contents: Data(encode(version: version, metadata: model.metadata, tensors: model.tensors))))
     }
 }
 
@@ -175,7 +175,7 @@ final class GGUFTests: XCTestCase {
         let bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: f.path)))
         let last = f.tensorList.max { $0.offset < $1.offset }!
         let dir = temporaryDirectory("gguf")
-        FileManager.default.createFile(atPath: dir + "/short.gguf", contents: Data(bytes[0..<(f.dataStart + last.offset + last.byteCount - 1)]))
+        XCTAssertTrue(FileManager.default.createFile(atPath: dir + "/short.gguf", contents: Data(bytes[0..<(f.dataStart + last.offset + last.byteCount - 1)])))
         expectBadInput(["short.gguf", "tensor \(last.name)", "out of range", "\(last.type.name) dims"]) { _ = try GGUFFile(path: dir + "/short.gguf") }
         let cli = try runProcess(binaryPath, ["inspect", "--model", dir + "/short.gguf"])
         XCTAssertEqual(cli.status, 2, cli.stderr)
@@ -210,7 +210,7 @@ final class GGUFTests: XCTestCase {
         }
         let dir = temporaryDirectory("gguf")
         let pairs = f.metadataKeys.map { ($0, f.metadata[$0]!) }
-        FileManager.default.createFile(atPath: dir + "/nobias.gguf", contents: Data(GGUFTestWriter.encode(metadata: pairs, tensors: kept)))
+        XCTAssertTrue(FileManager.default.createFile(atPath: dir + "/nobias.gguf", contents: Data(GGUFTestWriter.encode(metadata: pairs, tensors: kept))))
         expectBadInput(["nobias.gguf", "missing tensor model.layers.1.self_attn.q_proj.bias"]) { try loadModel(dir + "/nobias.gguf") }
     }
 
@@ -288,7 +288,7 @@ final class GGUFTests: XCTestCase {
         // The test writer's encoding of the same values reads back identically.
         let dir = temporaryDirectory("gguf")
         let pairs = f.metadataKeys.map { ($0, m[$0]!) }
-        FileManager.default.createFile(atPath: dir + "/m.gguf", contents: Data(GGUFTestWriter.encode(metadata: pairs, tensors: [])))
+        XCTAssertTrue(FileManager.default.createFile(atPath: dir + "/m.gguf", contents: Data(GGUFTestWriter.encode(metadata: pairs, tensors: []))))
         XCTAssertEqual(try GGUFFile(path: dir + "/m.gguf").metadata, m)
     }
 
@@ -379,15 +379,15 @@ final class GGUFTests: XCTestCase {
         let dir = temporaryDirectory("gguf")
         var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: GGUFFixtures.path("llama_tied_v2"))))
         bytes[0] = UInt8(ascii: "X")
-        FileManager.default.createFile(atPath: dir + "/magic.gguf", contents: Data(bytes))
+        XCTAssertTrue(FileManager.default.createFile(atPath: dir + "/magic.gguf", contents: Data(bytes)))
         expectBadInput(["magic.gguf", "not a GGUF file", "GGUF", "58 47 55 46"]) { try loadModel(dir + "/magic.gguf") }
         bytes[0] = UInt8(ascii: "G")
         bytes[4] = 1
-        FileManager.default.createFile(atPath: dir + "/v1.gguf", contents: Data(bytes))
+        XCTAssertTrue(FileManager.default.createFile(atPath: dir + "/v1.gguf", contents: Data(bytes)))
         expectBadInput(["v1.gguf", "GGUF version 1 is not supported; expected 2 or 3"]) { try loadModel(dir + "/v1.gguf") }
-        FileManager.default.createFile(atPath: dir + "/empty.gguf", contents: Data())
+        XCTAssertTrue(FileManager.default.createFile(atPath: dir + "/empty.gguf", contents: Data()))
         expectBadInput(["empty.gguf", "truncated", "magic"]) { try loadModel(dir + "/empty.gguf") }
-        FileManager.default.createFile(atPath: dir + "/model.bin", contents: Data(bytes))
+        XCTAssertTrue(FileManager.default.createFile(atPath: dir + "/model.bin", contents: Data(bytes)))
         expectBadInput(["model.bin", "expected a Hugging Face checkpoint folder or a .gguf file"]) { try loadModel(dir + "/model.bin") }
     }
 
@@ -403,7 +403,7 @@ final class GGUFTests: XCTestCase {
         var cuts = Array(0..<256) + Array(stride(from: 256, to: f.dataStart, by: 7))
         cuts += [f.dataStart + 1, (f.dataStart + dataEnd) / 2, dataEnd - 1]
         for cut in cuts {
-            FileManager.default.createFile(atPath: cutPath, contents: Data(bytes[0..<cut]))
+            XCTAssertTrue(FileManager.default.createFile(atPath: cutPath, contents: Data(bytes[0..<cut])))
             do {
                 _ = try GGUFFile(path: cutPath)
                 XCTFail("cut at \(cut) of \(bytes.count) bytes was accepted")
@@ -414,11 +414,11 @@ final class GGUFTests: XCTestCase {
             }
         }
         // The messages say what was being read.
-        FileManager.default.createFile(atPath: cutPath, contents: Data(bytes[0..<30]))
+        XCTAssertTrue(FileManager.default.createFile(atPath: cutPath, contents: Data(bytes[0..<30])))
         expectBadInput(["cut.gguf", "truncated GGUF file: reading 13 metadata entries at byte 24", "file has 30"]) { _ = try GGUFFile(path: cutPath) }
-        FileManager.default.createFile(atPath: cutPath, contents: Data(bytes[0..<300]))
+        XCTAssertTrue(FileManager.default.createFile(atPath: cutPath, contents: Data(bytes[0..<300])))
         expectBadInput(["cut.gguf", "truncated GGUF file: reading metadata key 7 (length) at byte 295 needs 8 bytes, file has 300"]) { _ = try GGUFFile(path: cutPath) }
-        FileManager.default.createFile(atPath: cutPath, contents: Data(bytes[0..<(dataEnd - 1)]))
+        XCTAssertTrue(FileManager.default.createFile(atPath: cutPath, contents: Data(bytes[0..<(dataEnd - 1)])))
         expectBadInput(["cut.gguf", "out of range", "data section has"]) { try loadModel(cutPath) }
     }
 
@@ -439,7 +439,7 @@ final class GGUFTests: XCTestCase {
         var model = GGUFTestWriter.tinyModel()
         model.tensors[0].type = 77
         model.tensors[0].bytes = [UInt8](repeating: 0, count: 4)
-        FileManager.default.createFile(atPath: dir + "/t77.gguf", contents: Data(GGUFTestWriter.encode(metadata: model.metadata, tensors: [model.tensors[0]])))
+        XCTAssertTrue(FileManager.default.createFile(atPath: dir + "/t77.gguf", contents: Data(GGUFTestWriter.encode(metadata: model.metadata, tensors: [model.tensors[0]]))))
         expectBadInput(["t77.gguf", "token_embd.weight", "unknown ggml type 77"]) { _ = try GGUFFile(path: dir + "/t77.gguf") }
         // Rows that are not whole blocks.
         GGUFTestWriter.write(dir + "/rows.gguf", GGUFTestWriter.tinyModel(hidden: 32, ffn: 48, types: ["blk.0.ffn_down.weight": 2]))
@@ -486,7 +486,7 @@ final class GGUFTests: XCTestCase {
         let model = GGUFTestWriter.tinyModel()
         var bytes = GGUFTestWriter.encode(metadata: model.metadata, tensors: model.tensors)
         let f0 = try { () throws -> GGUFFile in
-            FileManager.default.createFile(atPath: dir + "/ok.gguf", contents: Data(bytes))
+            XCTAssertTrue(FileManager.default.createFile(atPath: dir + "/ok.gguf", contents: Data(bytes)))
             return try GGUFFile(path: dir + "/ok.gguf")
         }()
         // Point the last tensor past the end: its offset field is the 8 bytes before the data section's padding.
@@ -496,15 +496,15 @@ final class GGUFTests: XCTestCase {
         let offsetField = at + nameBytes.count + 4 + 8 * 2 + 4
         var off = f0.tensors[last]!.offset + 1024
         withUnsafeBytes(of: UInt64(off).littleEndian) { for i in 0..<8 { bytes[offsetField + i] = $0[i] } }
-        FileManager.default.createFile(atPath: dir + "/range.gguf", contents: Data(bytes))
+        XCTAssertTrue(FileManager.default.createFile(atPath: dir + "/range.gguf", contents: Data(bytes)))
         expectBadInput(["range.gguf", "tensor \(last)", "out of range"]) { _ = try GGUFFile(path: dir + "/range.gguf") }
         off = f0.tensors[last]!.offset - 32
         withUnsafeBytes(of: UInt64(off).littleEndian) { for i in 0..<8 { bytes[offsetField + i] = $0[i] } }
-        FileManager.default.createFile(atPath: dir + "/overlap.gguf", contents: Data(bytes))
+        XCTAssertTrue(FileManager.default.createFile(atPath: dir + "/overlap.gguf", contents: Data(bytes)))
         expectBadInput(["overlap.gguf", "overlaps"]) { _ = try GGUFFile(path: dir + "/overlap.gguf") }
         off = f0.tensors[last]!.offset + 4
         withUnsafeBytes(of: UInt64(off).littleEndian) { for i in 0..<8 { bytes[offsetField + i] = $0[i] } }
-        FileManager.default.createFile(atPath: dir + "/align.gguf", contents: Data(bytes))
+        XCTAssertTrue(FileManager.default.createFile(atPath: dir + "/align.gguf", contents: Data(bytes)))
         expectBadInput(["align.gguf", "not a multiple of the alignment 32"]) { _ = try GGUFFile(path: dir + "/align.gguf") }
         // Sizes that overflow, or that no file could hold.
         let cases: [(GGUFTestWriter.Tensor, String)] = [
@@ -514,7 +514,7 @@ final class GGUFTests: XCTestCase {
             (.init(name: "a", dims: [4, 4, 4, 4, 4]), "tensor a: n_dims 5; expected 1 to 4"),
         ]
         for (t, message) in cases {
-            FileManager.default.createFile(atPath: dir + "/huge.gguf", contents: Data(GGUFTestWriter.encode(metadata: [], tensors: [t])))
+            XCTAssertTrue(FileManager.default.createFile(atPath: dir + "/huge.gguf", contents: Data(GGUFTestWriter.encode(metadata: [], tensors: [t]))))
             expectBadInput(["huge.gguf", message]) { _ = try GGUFFile(path: dir + "/huge.gguf") }
         }
     }

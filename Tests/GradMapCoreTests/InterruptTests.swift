@@ -75,13 +75,13 @@ final class InterruptTests: XCTestCase {
         let partial = PartialFolder.path(for: out)
         // What a SIGKILLed writer leaves: a half-written shard, no index.
         try FileManager.default.createDirectory(atPath: partial, withIntermediateDirectories: false)
-        FileManager.default.createFile(atPath: partial + "/model-00001-of-00001.safetensors", contents: Data(count: 100))
+        XCTAssertTrue(FileManager.default.createFile(atPath: partial + "/model-00001-of-00001.safetensors", contents: Data(count: 100)))
         // A prune that stops with bad input after the checks still removes it: it was stale before any work.
         let bad = try runProcess(binaryPath, pruneArgs(model, out) + ["--eval-tokens", "/nonexistent/eval.bin"])
         XCTAssertEqual(bad.status, 2, bad.stderr)
         XCTAssertFalse(FileManager.default.fileExists(atPath: partial), "stale \(partial) kept by a failed prune")
         try FileManager.default.createDirectory(atPath: partial, withIntermediateDirectories: false)
-        FileManager.default.createFile(atPath: partial + "/junk", contents: Data(count: 10))
+        XCTAssertTrue(FileManager.default.createFile(atPath: partial + "/junk", contents: Data(count: 10)))
         let r = try runProcess(binaryPath, pruneArgs(model, out))
         XCTAssertEqual(r.status, 0, r.stderr)
         XCTAssertFalse(FileManager.default.fileExists(atPath: partial), "stale \(partial) left")

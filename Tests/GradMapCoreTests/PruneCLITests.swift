@@ -313,9 +313,9 @@ final class PruneCLITests: XCTestCase {
         let parent = temporaryDirectory("badprune")
         let out = parent + "/p"
         let file = parent + "/a-file"
-        FileManager.default.createFile(atPath: file, contents: Data("x".utf8))
+        XCTAssertTrue(FileManager.default.createFile(atPath: file, contents: Data("x".utf8)))
         let short = parent + "/short.bin"
-        FileManager.default.createFile(atPath: short, contents: Data(count: 4 * 10))
+        XCTAssertTrue(FileManager.default.createFile(atPath: short, contents: Data(count: 4 * 10)))
         let cases: [([String], String)] = [
             (["--remove", "4"], "--remove 4"),
             (["--layers", "2,9"], "--layers: layer 9"),

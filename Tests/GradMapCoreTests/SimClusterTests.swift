@@ -121,7 +121,7 @@ final class SimClusterTests: XCTestCase {
     func pruneWithFault(_ args: [String], out: String, deadline: Double, _ fault: () throws -> Void) throws -> (Int32, String, Double) {
         let p = try clusterJob(["prune"] + args + ["--out", out])
         let log = temporaryDirectory("simfault") + "/log"
-        FileManager.default.createFile(atPath: log, contents: nil)
+        XCTAssertTrue(FileManager.default.createFile(atPath: log, contents: nil))
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
         p.standardOutput = handle
         p.standardError = handle
